@@ -1,0 +1,37 @@
+# Every target works on a brand-new machine: it creates .venv in the repo root and installs into it.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install install-demo quickstart test test-slow lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*; touch $@
+
+install: $(STAMP)
+
+$(VENV)/.demo-installed: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,demo]'
+	touch $@
+
+install-demo: $(VENV)/.demo-installed
+
+quickstart: install
+	$(BIN)/wildrayzer quickstart
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+test-slow: install-demo
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m slow
+
+lint: install
+	$(BIN)/ruff check wildrayzer tests benchmarks train.py inference.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,322 @@
+"""The one typed config schema and its loader.
+
+Loading order: schema defaults <- YAML file (which may name a ``base:`` file it extends, recursively) <- dotlist
+overrides (``training.lr=2e-4``). The result is an OmegaConf ``DictConfig`` in struct mode: reading or writing an
+unknown key is an error. Unknown keys and wrong types are reported as one line naming the key (and the closest valid
+key), raised as :class:`~wildrayzer.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    image_size: int = 256  # square input resolution (pixels)
+    patch_size: int = 16
+    dim: int = 768
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    camera_layers: int = 12
+    scene_layers: int = 8
+    renderer_layers: int = 12
+    motion_layers: int = 4
+    num_latents: int = 768
+    num_context_views: int = 2
+    num_target_views: int = 6
+    # Shared focal: fx = fy = (focal_offset + mlp) * image_size ("focal normalised by image width").
+    # 1.25 -> 43.6 deg horizontal field of view for the untrained estimator.
+    focal_offset: float = 1.25
+    qk_norm: bool = True
+    use_motion_mask: bool = False  # build and run the motion-mask estimator
+    use_dinov3_pseudolabel: bool = False  # supervise masks with semantic+SSIM pseudo-labels
+    use_mae_masking: bool = False  # replace dynamic tokens by the learnable noise token before scene encoding
+    mask_token_threshold: float = 0.1  # motion fraction of a patch above which its token is masked
+    motion_fusion: str = "sum"  # sum | concat
+    activation_checkpointing: bool = False
+
+
+@dataclass
+class SemanticConfig:
+    backbone: str = "efficientnet_lite0"  # dinov3 | efficientnet_lite0 | none
+    model_path: str = ""  # local DINOv3 directory or hub id (resolved from the offline cache)
+    feature_size: int = 16  # semantic feature map is resized to feature_size x feature_size
+    cache_dir: str = ""  # per-image feature cache ("" = no cache)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "lvsm"  # lvsm (static RE10K layout) | dynamic (Dynamic-RE10K layout)
+    root: str = "data/re10k_processed_v2"
+    split: str = "train"
+    list_file: str = "full_list.txt"  # relative to <root>/<split>
+    view_idx_file: str = ""  # evaluation index JSON relative to <root>/<split>; "" = sample views
+    frame_gap_min: int = 2  # training view sampling: window span in frames, min
+    frame_gap_max: int = 24
+    num_workers: int = 2
+    on_error: str = "raise"  # raise | skip
+    load_gt_masks: bool = True
+    load_clean_images: bool = True
+
+
+@dataclass
+class TrainingConfig:
+    stage: int = 1  # 1 pretrain | 2 motion mask | 3 joint + copy-paste
+    run_name: str = "wildrayzer_stage1_pretrain"
+    output_dir: str = "experiments"
+    init_from: str = ""  # checkpoint (file or run dir) to initialise from, e.g. the stage-1 result for stage 2
+    seed: int = 42
+    batch_size: int = 8  # per process
+    grad_accum_steps: int = 1
+    max_steps: int = 100_000
+    lr: float = 1e-4
+    lr_warmup: int = 3000
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    perceptual_weight: float = 0.2
+    perceptual_weights_path: str = ""  # torchvision-format VGG-19 state dict; "" disables the perceptual term
+    mask_distill_loss_weight: float = 1.0
+    psnr_filter_threshold: float = 17.0
+    pseudolabel_cache: str = ""  # directory of precomputed pseudo-masks ("" = compute in the loop)
+    resume: bool = True
+    checkpoint_every: int = 1000
+    keep_last_n: int = 3
+    log_every: int = 10
+    max_nonfinite_steps: int = 20  # consecutive non-finite steps before a clean stop
+    amp: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    compile: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass
+class CopyPasteConfig:
+    enabled: bool = False
+    image_dir: str = "data/coco/train2014"
+    annotation_file: str = "data/coco/annotations/instances_train2014.json"
+    probability: float = 0.5  # chance that a sample gets pasted objects
+    max_objects: int = 2
+    min_scale: float = 0.15  # pasted object height as a fraction of the image height
+    max_scale: float = 0.5
+    min_area: int = 400  # ignore COCO instances smaller than this (pixels)
+
+
+@dataclass
+class PseudoLabelConfig:
+    semantic_weight: float = 0.6
+    ssim_weight: float = 0.4
+    ssim_window: int = 11
+    kmeans_k: int = 64
+    kmeans_iters: int = 20
+    top_cluster_fraction: float = 0.05
+    min_frame_votes: int = 4
+    score_threshold: float = 1.0  # z-score above which a pixel is a candidate before co-segmentation
+    morph_kernel: int = 5
+    grabcut: bool = True
+    grabcut_iters: int = 3
+    stage1_checkpoint: str = ""  # frozen static model used to render targets
+
+
+@dataclass
+class InferenceConfig:
+    model_path: str = "./checkpoints/wildrayzer_2view.pt"
+    split: str = "test"
+    batch_size: int = 1
+    compute_metrics: bool = True
+    lpips_weights_path: str = ""  # local LPIPS weights; "" reports LPIPS as n/a
+    save_plucker_vis: bool = False
+    plucker_vis_stride: int = 16
+    plucker_vis_include_quiver: bool = False
+    render_video: bool = False
+    video_frames: int = 24
+    video_format: str = "gif"  # gif | mp4
+    make_report: bool = True
+    max_scenes: int = 0  # 0 = all
+    device: str = "auto"
+
+
+@dataclass
+class LoggingConfig:
+    wandb: str = "disabled"  # disabled | offline | online
+    wandb_project: str = "wildrayzer"
+    api_keys_path: str = "configs/api_keys.yaml"
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    copy_paste: CopyPasteConfig = field(default_factory=CopyPasteConfig)
+    pseudolabel: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    inference_out_root: str = "experiments/evaluation"
+
+
+def schema() -> DictConfig:
+    cfg = OmegaConf.structured(Config)
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def valid_keys(node: Any = None, prefix: str = "") -> list[str]:
+    """All dotted leaf keys of the schema (and their parent sections)."""
+    node = schema() if node is None else node
+    keys = []
+    for k, v in node.items():
+        path = f"{prefix}{k}"
+        keys.append(path)
+        if isinstance(v, DictConfig):
+            keys.extend(valid_keys(v, path + "."))
+    return keys
+
+
+def _check_keys(tree: Any, where: str, prefix: str = "", known: set[str] | None = None) -> None:
+    known = set(valid_keys()) if known is None else known
+    if not isinstance(tree, dict):
+        return
+    for k, v in tree.items():
+        path = f"{prefix}{k}"
+        if path not in known:
+            close = difflib.get_close_matches(path, sorted(known), n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{path}' in {where}{hint}")
+        if isinstance(v, dict) and any(kk.startswith(path + ".") for kk in known):
+            _check_keys(v, where, path + ".", known)
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML config and the chain of ``base:`` files it extends; later files win."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"config file {path} extends itself through 'base:'")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must contain a mapping at top level")
+    base = data.pop("base", None)
+    bases = [] if base is None else (base if isinstance(base, list) else [base])
+    merged: dict = {}
+    for b in bases:  # several bases merge left to right, then this file on top
+        b_path = Path(str(b)) if Path(str(b)).is_absolute() else path.parent / str(b)
+        merged = _deep_merge(merged, _read_yaml(b_path, seen + (path,)))
+    return _deep_merge(merged, data)
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _merge(cfg: DictConfig, tree: dict, where: str) -> DictConfig:
+    _check_keys(tree, where)
+    try:
+        return OmegaConf.merge(cfg, OmegaConf.create(tree))
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        msg = str(e).splitlines()[0]
+        raise ConfigError(f"bad value for config key '{key}' in {where}: {msg}") from None
+
+
+def parse_dotlist(overrides: list[str]) -> dict:
+    tree: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. training.lr=2e-4)")
+        key, value = item.split("=", 1)
+        key = key.strip().lstrip("+")
+        if not key:
+            raise ConfigError(f"override '{item}' has an empty key")
+        parsed = yaml.safe_load(value) if value.strip() else ""
+        node = tree
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' conflicts with an earlier override")
+        node[parts[-1]] = parsed
+    return tree
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """Schema defaults <- YAML file (with ``base:`` chain) <- dotlist overrides, in struct mode."""
+    cfg = schema()
+    if path is not None:
+        cfg = _merge(cfg, _read_yaml(Path(path)), str(path))
+    if overrides:
+        cfg = _merge(cfg, parse_dotlist(list(overrides)), "command-line overrides")
+    OmegaConf.set_struct(cfg, True)
+    OmegaConf.set_readonly(cfg, False)
+    validate(cfg)
+    return cfg
+
+
+_CHOICES = {
+    "semantic.backbone": ("dinov3", "efficientnet_lite0", "none"),
+    "data.dataset": ("lvsm", "dynamic"),
+    "data.on_error": ("raise", "skip"),
+    "model.motion_fusion": ("sum", "concat"),
+    "training.amp": ("auto", "bf16", "fp32"),
+    "training.device": ("auto", "cpu", "cuda"),
+    "inference.device": ("auto", "cpu", "cuda"),
+    "inference.video_format": ("gif", "mp4"),
+    "logging.wandb": ("disabled", "offline", "online"),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Value checks that types alone cannot express; each failure is one line naming the key."""
+    for key, choices in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(choices)}; got '{value}'")
+    m = cfg.model
+    if m.image_size % m.patch_size:
+        raise ConfigError(f"model.image_size={m.image_size} is not a multiple of model.patch_size={m.patch_size}")
+    if m.dim % m.heads:
+        raise ConfigError(f"model.dim={m.dim} is not divisible by model.heads={m.heads}")
+    if m.num_context_views < 1 or m.num_target_views < 1:
+        raise ConfigError("model.num_context_views and model.num_target_views must be >= 1")
+    if cfg.training.stage not in (1, 2, 3):
+        raise ConfigError(f"training.stage must be 1, 2 or 3; got {cfg.training.stage}")
+    if cfg.data.frame_gap_min > cfg.data.frame_gap_max:
+        raise ConfigError("data.frame_gap_min must be <= data.frame_gap_max")
+    if not 0.0 <= m.mask_token_threshold <= 1.0:
+        raise ConfigError("model.mask_token_threshold must lie in [0, 1]")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def to_container(cfg: DictConfig | ListConfig) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def from_container(tree: dict) -> DictConfig:
+    """Rebuild a config from a stored (resolved) dict, e.g. the one saved with a checkpoint."""
+    return _merge(schema(), tree, "stored config")
