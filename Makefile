@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install install-demo quickstart test test-slow lint bench clean
+.PHONY: install install-demo browser quickstart test test-slow lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,7 +24,11 @@ install-demo: $(VENV)/.demo-installed
 quickstart: install
 	$(BIN)/wildrayzer quickstart
 
-test: install
+# Headless Chromium (Debian package) for the HTML-report screenshot test; best effort, the test skips without it.
+browser:
+	@bash tools/ensure_chromium.sh || true
+
+test: install browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 test-slow: install-demo
