@@ -1,0 +1,217 @@
+"""Random RealEstate10K-like scene descriptions: a textured room, static objects, a smooth camera path, transients.
+
+Everything is drawn from one ``numpy.random.Generator`` so a scene is a pure function of its seed. Units are metres;
+the world has y up and the floor at y = 0; cameras are OpenCV (x right, y down, z forward) ``c2w`` matrices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .raycast import Box, Cylinder, Light, Material, Room, Sphere
+from .textures import ALL_NAMES, PROCEDURAL_NAMES, make_texture, texels_for_resolution
+
+TRAJECTORIES = ("walk", "pan", "orbit")
+TRANSIENT_TEXTURES = ("astronaut", "chelsea", "coffee", "rocket", "colorwheel", "immunohistochemistry", "stripes",
+                      "dots", "checker", "hubble_deep_field")
+
+
+def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """OpenCV camera at ``eye`` looking at ``target`` with the world's -y as image down -> c2w (4, 4) float64."""
+    f = target - eye
+    f = f / np.linalg.norm(f)
+    down = np.array([0.0, -1.0, 0.0])
+    r = np.cross(down, f)
+    r = r / np.linalg.norm(r)
+    dn = np.cross(f, r)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = r, dn, f, eye
+    return c2w
+
+
+@dataclass
+class Transient:
+    """A moving object: one primitive per frame (``None`` where it is absent)."""
+
+    kind: str  # capsule | box
+    size: tuple[float, float, float]  # capsule: (radius, height, 0); box: half extents
+    path: np.ndarray  # (F, 2) xz position per frame
+    yaw: np.ndarray  # (F,) heading per frame
+    visible: np.ndarray  # (F,) bool
+    material: Material
+
+    def primitive(self, frame: int):
+        if not self.visible[frame]:
+            return None
+        x, z = self.path[frame]
+        if self.kind == "capsule":
+            r, h, _ = self.size
+            return Cylinder(float(x), float(z), r, h - r, r, capsule=True, materials=[self.material])
+        half = np.asarray(self.size, dtype=np.float32)
+        return Box(np.array([x, half[1], z], dtype=np.float32), half, float(self.yaw[frame]), [self.material])
+
+
+@dataclass
+class SceneSpec:
+    room: Room
+    statics: list
+    light: Light
+    c2w: np.ndarray  # (F, 4, 4) float64
+    fxfycxcy: np.ndarray  # (4,) pixels
+    height: int
+    width: int
+    trajectory: str
+    transients: list[Transient] = field(default_factory=list)
+
+    def static_prims(self) -> list:
+        return [self.room, *self.statics]
+
+    def transient_prims(self, frame: int) -> list:
+        return [p for p in (tr.primitive(frame) for tr in self.transients) if p is not None]
+
+
+def _material(rng: np.random.Generator, names: tuple[str, ...], width: int, tile_range=(0.8, 2.0)) -> Material:
+    name = str(rng.choice(names))
+    tile = float(rng.uniform(*tile_range))
+    n = texels_for_resolution(tile, width)
+    return Material(make_texture(name, n, int(rng.integers(1 << 31))), tile)
+
+
+def _camera_path(rng: np.random.Generator, half: np.ndarray, height: float, frames: int) -> tuple[str, np.ndarray]:
+    """-> trajectory name, c2w (F, 4, 4). ``half``: room half extents in x and z."""
+    margin = 0.6
+    lim = half - margin
+    s = np.linspace(0.0, 1.0, frames)
+    kind = str(rng.choice(TRAJECTORIES))
+    eye_h = rng.uniform(1.3, 1.7)
+    if kind == "orbit":
+        radius = rng.uniform(1.4, 2.4)
+        center = np.array([rng.uniform(-lim[0], lim[0]) * 0.4, rng.uniform(-lim[1], lim[1]) * 0.4])
+        phi0, span = rng.uniform(0, 2 * np.pi), np.deg2rad(rng.uniform(40, 90)) * rng.choice([-1, 1])
+        phi = phi0 + span * s
+        xz = center + radius * np.stack([np.cos(phi), np.sin(phi)], 1)
+        if np.all(np.abs(xz) <= lim):
+            target = np.array([center[0], rng.uniform(0.5, 1.1), center[1]])
+            eyes = np.stack([xz[:, 0], eye_h + 0.05 * np.sin(np.pi * s), xz[:, 1]], 1)
+            return kind, np.stack([look_at(e, target) for e in eyes])
+        kind = "pan"  # the orbit does not fit in this room
+    if kind == "walk":
+        start = np.array([rng.uniform(-lim[0], lim[0]), rng.uniform(-lim[1], lim[1])])
+        heading = np.arctan2(-start[1], -start[0]) + rng.uniform(-0.6, 0.6)  # roughly towards the room centre
+        direction = np.array([np.cos(heading), np.sin(heading)])
+        length = rng.uniform(1.0, 2.5)
+        xz = np.clip(start + length * s[:, None] * direction, -lim, lim)
+        sway = rng.uniform(-0.25, 0.25) * np.sin(np.pi * s)
+        look_yaw = heading + sway
+        pitch = rng.uniform(-0.15, 0.1)
+        eyes = np.stack([xz[:, 0], eye_h + 0.03 * np.sin(4 * np.pi * s), xz[:, 1]], 1)
+    else:  # pan: nearly fixed centre, sweeping yaw
+        c = np.array([rng.uniform(-lim[0], lim[0]), rng.uniform(-lim[1], lim[1])]) * 0.6
+        drift = rng.uniform(-0.3, 0.3, 2)
+        xz = np.clip(c + s[:, None] * drift, -lim, lim)
+        yaw0 = np.arctan2(-c[1], -c[0]) + rng.uniform(-0.5, 0.5)
+        look_yaw = yaw0 + np.deg2rad(rng.uniform(30, 70)) * rng.choice([-1, 1]) * (s - 0.5)
+        pitch = rng.uniform(-0.15, 0.1)
+        eyes = np.stack([xz[:, 0], np.full_like(s, eye_h), xz[:, 1]], 1)
+    cp = np.cos(pitch)
+    fwd = np.stack([np.cos(look_yaw) * cp, np.full_like(s, np.sin(pitch)), np.sin(look_yaw) * cp], 1)
+    return kind, np.stack([look_at(e, e + f) for e, f in zip(eyes, fwd)])
+
+
+def _clear(xz: np.ndarray, radius: float, obstacles: list[tuple[np.ndarray, float]], gap: float) -> bool:
+    """True when the circle(s) ``xz`` (N, 2) of ``radius`` keep ``gap`` from every obstacle circle."""
+    return all(np.all(np.linalg.norm(xz - c, axis=-1) > radius + r + gap) for c, r in obstacles)
+
+
+def _static_objects(rng, half, cams_xz, width, count) -> tuple[list, list[tuple[np.ndarray, float]]]:
+    prims, footprints = [], []
+    cam_obstacles = [(c, 0.0) for c in cams_xz]
+    for _ in range(count):
+        for _try in range(40):
+            kind = str(rng.choice(["box", "cylinder", "sphere"]))
+            size = rng.uniform(0.2, 0.55)
+            lim = half - size - 0.05
+            xz = np.array([rng.uniform(-lim[0], lim[0]), rng.uniform(-lim[1], lim[1])])
+            if _clear(xz[None], size * 1.5, cam_obstacles, 0.35) and _clear(xz[None], size * 1.5, footprints, 0.05):
+                break
+        else:
+            continue
+        mat = _material(rng, ALL_NAMES, width, (0.4, 1.0))
+        if kind == "box":
+            h = rng.uniform(0.3, 1.1)
+            half_ext = np.array([size, h / 2, size * rng.uniform(0.5, 1.0)], dtype=np.float32)
+            prims.append(Box(np.array([xz[0], h / 2, xz[1]], dtype=np.float32), half_ext, float(rng.uniform(0, np.pi)),
+                             [mat]))
+        elif kind == "cylinder":
+            prims.append(Cylinder(float(xz[0]), float(xz[1]), 0.0, float(rng.uniform(0.4, 1.2)), float(size * 0.8),
+                                  materials=[mat]))
+        else:
+            prims.append(Sphere(np.array([xz[0], size, xz[1]], dtype=np.float32), float(size), [mat]))
+        footprints.append((xz, size * 1.5))
+    return prims, footprints
+
+
+def _transients(rng, half, c2w, width, count, footprints) -> list[Transient]:
+    frames = len(c2w)
+    cams_xz = c2w[:, [0, 2], 3]
+    s = np.linspace(0.0, 1.0, frames)
+    out = []
+    for _ in range(count):
+        for _try in range(60):
+            kind = str(rng.choice(["capsule", "box"]))
+            size = ((rng.uniform(0.18, 0.3), rng.uniform(1.2, 1.8), 0.0) if kind == "capsule"
+                    else (rng.uniform(0.15, 0.3), rng.uniform(0.5, 0.9), rng.uniform(0.12, 0.25)))
+            radius = size[0] if kind == "capsule" else float(np.hypot(size[0], size[2]))
+            mid = c2w[frames // 2]
+            ahead = mid[:3, 3] + mid[:3, 2] * rng.uniform(1.5, 4.0) + mid[:3, 0] * rng.uniform(-1.5, 1.5)
+            start = ahead[[0, 2]]
+            ang = rng.uniform(0, 2 * np.pi)
+            end = start + rng.uniform(0.6, 2.2) * np.array([np.cos(ang), np.sin(ang)])
+            normal = np.array([-np.sin(ang), np.cos(ang)])
+            path = start + s[:, None] * (end - start) + rng.uniform(-0.3, 0.3) * np.sin(2 * np.pi * s)[:, None] * normal
+            lim = half - radius - 0.05
+            if np.any(np.abs(path) > lim):
+                continue
+            if np.any(np.linalg.norm(path - cams_xz, axis=1) < radius + 0.45):
+                continue
+            if not _clear(path, radius, footprints, 0.05):
+                continue
+            break
+        else:
+            continue
+        visible = np.ones(frames, dtype=bool)
+        if rng.random() < 0.3:  # appears late and/or leaves early
+            a, b = int(rng.integers(0, frames // 3 + 1)), int(rng.integers(2 * frames // 3, frames + 1))
+            visible[:] = False
+            visible[a:b] = True
+        yaw = ang + rng.uniform(-0.3, 0.3) * np.sin(2 * np.pi * s)
+        mat = _material(rng, TRANSIENT_TEXTURES, width, (0.5, 1.2))
+        out.append(Transient(kind, tuple(float(x) for x in size), path.astype(np.float32), yaw, visible, mat))
+        footprints = footprints + [(p, radius) for p in path[:: max(1, frames // 8)]]
+    return out
+
+
+def random_scene(rng: np.random.Generator, frames: int, height: int, width: int, dynamic: bool) -> SceneSpec:
+    """Draw one scene: room, 2-5 static objects, camera path, intrinsics and (if ``dynamic``) 1-3 transients."""
+    size = np.array([rng.uniform(4.0, 7.0), rng.uniform(2.6, 3.2), rng.uniform(5.0, 9.0)])
+    half_xz = size[[0, 2]] / 2
+    wall_names = tuple(n for n in ALL_NAMES if n not in ("text", "page"))
+    wall = _material(rng, wall_names, width)
+    mats = [wall if rng.random() < 0.5 else _material(rng, wall_names, width) for _ in range(4)]
+    floor = _material(rng, ("brick", "gravel", "grass", "wood", "tiles", "checker", "plaster"), width)
+    ceiling = _material(rng, PROCEDURAL_NAMES, width)
+    room = Room(np.array([-half_xz[0], 0.0, -half_xz[1]], dtype=np.float32),
+                np.array([half_xz[0], size[1], half_xz[1]], dtype=np.float32),
+                [mats[0], mats[1], floor, ceiling, mats[2], mats[3]])
+    kind, c2w = _camera_path(rng, half_xz, size[1], frames)
+    statics, footprints = _static_objects(rng, half_xz, c2w[:, [0, 2], 3], width, int(rng.integers(2, 6)))
+    f_norm = rng.uniform(0.7, 1.3)
+    fxfycxcy = np.array([f_norm * width, f_norm * width,
+                         width / 2 + rng.uniform(-0.02, 0.02) * width, height / 2 + rng.uniform(-0.02, 0.02) * height])
+    light_dir = np.array([rng.uniform(-0.5, 0.5), 1.0, rng.uniform(-0.5, 0.5)])
+    light = Light(light_dir / np.linalg.norm(light_dir),
+                  np.array([rng.uniform(-0.5, 0.5) * half_xz[0], size[1] - 0.3, rng.uniform(-0.5, 0.5) * half_xz[1]]))
+    transients = _transients(rng, half_xz, c2w, width, int(rng.integers(1, 4)), footprints) if dynamic else []
+    return SceneSpec(room, statics, light, c2w, fxfycxcy, height, width, kind, transients)

@@ -1,0 +1,220 @@
+"""Embedded synthetic benchmark: static and dynamic RealEstate10K-like scenes with full ground truth.
+
+Tree written under ``out`` (all paths inside a split are relative to that split directory)::
+
+    re10k_processed_v2/{train,test}/           static scenes, LVSM layout
+        images/<scene>/00000.png                RGB frames
+        depth/<scene>/00000.png                 uint16 z-depth in millimetres (OpenCV camera z)
+        metadata/<scene>.json                   {"scene_name", "frames": [{"image_path", "fxfycxcy", "w2c"}], ...}
+        full_list.txt                           one metadata path per line, relative to this file's directory
+        evaluation_index_context_2.json         test only: {scene: {"context": [i, j], "target": [6 indices]}}
+    dynamic_re10k/{train,test}/                 dynamic scenes (1-3 moving transients), same layout plus
+        clean_images/<scene>/00000.png          same camera, transients removed
+        binary_masks/<scene>/00000.png          transient mask, 0 / 255 (255 = moving object)
+        depth/<scene>/00000.png                 depth of the visible surface (transients included)
+        dre10k_final_context_2.txt (+ _view_idx.json)       test only: metadata list and fixed views
+        wildrayzer_final_context_2.txt (+ _view_idx.json)   test only: a second, shorter-baseline selection
+    coco/images/*.png, coco/annotations/instances_synthetic.json   copy-paste source (COCO format)
+    .complete                                   marker with the generation parameters, written last
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import multiprocessing as mp
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .raycast import camera_rays, cast, shade
+from .scenes import SceneSpec, random_scene
+
+FORMAT_VERSION = 1
+MARKER = ".complete"
+NUM_TARGETS = 6
+_SPLIT_CODE = {("static", "train"): 0, ("static", "test"): 1, ("dynamic", "train"): 2, ("dynamic", "test"): 3}
+
+
+@dataclass(frozen=True)
+class SynthParams:
+    static_train: int = 32
+    static_test: int = 8
+    dynamic_train: int = 32
+    dynamic_test: int = 8
+    frames: int = 24
+    res: int = 64
+    seed: int = 0
+    coco_images: int = 24
+
+
+def render_frame(spec: SceneSpec, frame: int, with_transients: bool = True) -> dict[str, np.ndarray]:
+    """Ray-cast one frame -> ``image`` (H, W, 3) float32 in [0, 1], ``clean`` (H, W, 3) without transients,
+    ``mask`` (H, W) bool (transient visible), ``depth`` (H, W) float32 z-depth of the visible surface (metres)."""
+    h, w = spec.height, spec.width
+    o, d = camera_rays(spec.c2w[frame], spec.fxfycxcy, h, w)
+    static = spec.static_prims()
+    t_s, i_s = cast(static, o, d)
+    clean = shade(static, spec.light, o, d, t_s, i_s)
+    image, depth = clean.copy(), t_s.copy()
+    mask = np.zeros(len(d), dtype=bool)
+    moving = spec.transient_prims(frame) if with_transients else []
+    if moving:
+        t_d, i_d = cast(moving, o, d)
+        mask = t_d < t_s
+        sel = np.nonzero(mask)[0]
+        image[sel] = shade(moving, spec.light, o, d[sel], t_d[sel], i_d[sel])
+        depth[sel] = t_d[sel]
+    return {"image": image.reshape(h, w, 3), "clean": clean.reshape(h, w, 3), "mask": mask.reshape(h, w),
+            "depth": depth.reshape(h, w)}
+
+
+def scene_rng(seed: int, kind: str, split: str, index: int, stream: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, _SPLIT_CODE[(kind, split)], index, stream])
+
+
+def _to_u8(x: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _write_png(path: Path, arr: np.ndarray) -> None:
+    """arr: (H, W, 3) RGB uint8, (H, W) uint8 or (H, W) uint16."""
+    if arr.ndim == 3:
+        arr = arr[..., ::-1]  # OpenCV writes BGR
+    if not cv2.imwrite(str(path), arr, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+        raise OSError(f"could not write {path}")
+
+
+def view_selection(rng: np.random.Generator, frames: int, min_gap: int, max_gap: int) -> dict[str, list[int]]:
+    """Two context frames ``gap`` apart and NUM_TARGETS targets evenly spread between them."""
+    gap = int(rng.integers(min(min_gap, frames - 1), min(max_gap, frames - 1) + 1))
+    a = int(rng.integers(0, frames - gap))
+    targets = np.round(np.linspace(a, a + gap, NUM_TARGETS + 2)[1:-1]).astype(int)
+    return {"context": [a, a + gap], "target": [int(t) for t in targets]}
+
+
+def write_scene(split_dir: Path, name: str, spec: SceneSpec, dynamic: bool, extra: dict) -> None:
+    """Render every frame of ``spec`` and write images, GT extras and metadata into ``split_dir``."""
+    folders = ["images", "depth"] + (["clean_images", "binary_masks"] if dynamic else [])
+    for f in folders:
+        (split_dir / f / name).mkdir(parents=True, exist_ok=True)
+    frames = []
+    for i in range(len(spec.c2w)):
+        out = render_frame(spec, i, with_transients=dynamic)
+        stem = f"{i:05d}.png"
+        _write_png(split_dir / "images" / name / stem, _to_u8(out["image"]))
+        depth_mm = np.clip(np.round(out["depth"] * 1000.0), 0, 65535).astype(np.uint16)
+        _write_png(split_dir / "depth" / name / stem, depth_mm)
+        if dynamic:
+            _write_png(split_dir / "clean_images" / name / stem, _to_u8(out["clean"]))
+            _write_png(split_dir / "binary_masks" / name / stem, out["mask"].astype(np.uint8) * 255)
+        frames.append({"image_path": f"images/{name}/{stem}", "fxfycxcy": [float(x) for x in spec.fxfycxcy],
+                       "w2c": np.linalg.inv(spec.c2w[i]).tolist()})
+    meta = {"scene_name": name, "frames": frames,
+            "synthetic": {"trajectory": spec.trajectory, "num_transients": len(spec.transients),
+                          "depth_unit_m": 0.001, "world_up": [0.0, 1.0, 0.0], **extra}}
+    (split_dir / "metadata" / f"{name}.json").write_text(json.dumps(meta))
+
+
+def _scene_task(task: tuple) -> tuple[str, int]:
+    out_dir, kind, split, index, p = task
+    dynamic = kind == "dynamic"
+    rng = scene_rng(p.seed, kind, split, index)
+    for _ in range(20):  # a dynamic scene must have at least one transient
+        spec = random_scene(rng, p.frames, p.res, p.res, dynamic)
+        if not dynamic or spec.transients:
+            break
+    name = f"{kind}_{split}_{index:04d}"
+    write_scene(Path(out_dir), name, spec, dynamic, {"seed": p.seed, "index": index})
+    return name, p.frames
+
+
+def _write_lists(split_dir: Path, names: list[str], kind: str, split: str, p: SynthParams) -> None:
+    (split_dir / "full_list.txt").write_text("".join(f"metadata/{n}.json\n" for n in names))
+    if split != "test":
+        return
+    if kind == "static":
+        idx = {n: view_selection(scene_rng(p.seed, kind, split, i, 1), p.frames, p.frames // 2, p.frames - 1)
+               for i, n in enumerate(names)}
+        (split_dir / "evaluation_index_context_2.json").write_text(json.dumps(idx, indent=1))
+        return
+    for prefix, stream, lo, hi in (("dre10k", 1, p.frames // 2, p.frames - 1),
+                                   ("wildrayzer", 2, max(2, p.frames // 3), max(2, p.frames // 2))):
+        idx = {n: view_selection(scene_rng(p.seed, kind, split, i, stream), p.frames, lo, hi)
+               for i, n in enumerate(names)}
+        (split_dir / f"{prefix}_final_context_2.txt").write_text("".join(f"metadata/{n}.json\n" for n in names))
+        (split_dir / f"{prefix}_final_context_2_view_idx.json").write_text(json.dumps(idx, indent=1))
+
+
+def generate(out: str | Path, params: SynthParams = SynthParams(), workers: int = 1, progress: bool = True) -> dict:
+    """Write the whole synthetic tree into ``out`` -> summary with timing. Deterministic for ``params.seed``."""
+    from .coco_synth import write_synthetic_coco
+
+    if params.frames < NUM_TARGETS + 2 or params.res < 8:
+        from ..errors import UserError
+
+        raise UserError(f"synth needs --frames >= {NUM_TARGETS + 2} and --res >= 8 (got {params.frames}, {params.res})")
+    out = Path(out)
+    (out / MARKER).unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    tasks, groups = [], []
+    for kind, root_name in (("static", "re10k_processed_v2"), ("dynamic", "dynamic_re10k")):
+        for split in ("train", "test"):
+            count = getattr(params, f"{kind}_{split}")
+            split_dir = out / root_name / split
+            if split_dir.exists():
+                shutil.rmtree(split_dir)
+            (split_dir / "metadata").mkdir(parents=True)
+            groups.append((split_dir, kind, split, [f"{kind}_{split}_{i:04d}" for i in range(count)]))
+            tasks += [(str(split_dir), kind, split, i, params) for i in range(count)]
+    bar = tqdm(total=len(tasks) * params.frames, unit="frame", desc="synth", disable=not progress)
+    if workers > 1:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for _, n in pool.imap_unordered(_scene_task, tasks):
+                bar.update(n)
+    else:
+        for task in tasks:
+            bar.update(_scene_task(task)[1])
+    bar.close()
+    for split_dir, kind, split, names in groups:
+        _write_lists(split_dir, names, kind, split, params)
+    write_synthetic_coco(out / "coco", params.coco_images, params.seed)
+    seconds = time.perf_counter() - t0
+    summary = {"frames": len(tasks) * params.frames, "scenes": len(tasks), "seconds": round(seconds, 3),
+               "frames_per_s": round(len(tasks) * params.frames / max(seconds, 1e-9), 1)}
+    marker = {"version": FORMAT_VERSION, "params": asdict(params), **summary}
+    (out / MARKER).write_text(json.dumps(marker, indent=1))  # last: a half-written tree has no marker
+    return summary
+
+
+def is_complete(root: str | Path, params: SynthParams | None = None) -> bool:
+    marker = Path(root) / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return info.get("version") == FORMAT_VERSION and (params is None or info.get("params") == asdict(params))
+
+
+def ensure_default_data(root: str | Path = "data/synthetic", params: SynthParams = SynthParams(),
+                        progress: bool = False) -> Path:
+    """Generate the default synthetic set into ``root`` unless a complete one with these parameters is there.
+
+    Safe against concurrent callers (file lock) and half-written trees (marker written last)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not is_complete(root, params):
+                generate(root, params, progress=progress)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return root
