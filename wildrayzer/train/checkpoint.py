@@ -1,0 +1,231 @@
+"""Checkpoints: safetensors weights with metadata in the header, training state beside them, atomic LATEST pointer.
+
+Run layout (``<training.output_dir>/<training.run_name>/``)::
+
+    config.yaml  git_sha.txt
+    checkpoints/ckpt_00001000.safetensors   model weights; header: config JSON, view counts, stage, step, arch
+    checkpoints/ckpt_00001000.state.pt      optimizer, scheduler, RNG (per rank), sampler position (weights_only)
+    checkpoints/ckpt_LATEST                 one line: the stem of the newest complete checkpoint
+
+Every file is written to a temporary name, fsync'd and renamed; LATEST is replaced only after both files of its
+checkpoint are durable, so a kill at any moment leaves the previous LATEST valid. A pretrained directory (shipped
+model, ``from_pretrained``) holds ``model.safetensors`` (same header) and ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+from ..config import from_container, to_container, to_yaml
+from ..errors import CheckpointError, UserError
+
+FORMAT = "wildrayzer-checkpoint-v1"
+LATEST = "ckpt_LATEST"
+_STEM = re.compile(r"^ckpt_(\d{8})$")
+# Model keys that must agree between a checkpoint and the config it is loaded into.
+ARCH_KEYS = ("image_size", "patch_size", "dim", "heads", "mlp_ratio", "camera_layers", "scene_layers",
+             "renderer_layers", "motion_layers", "num_latents", "num_context_views", "num_target_views", "qk_norm",
+             "use_motion_mask", "motion_fusion")
+
+
+class LoadedCheckpoint(NamedTuple):
+    model: nn.Module
+    config: object  # DictConfig stored with the weights
+    metadata: dict
+    path: Path
+
+
+def arch_summary(model_cfg) -> dict:
+    return {k: model_cfg[k] for k in ARCH_KEYS}
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file + fsync + os.replace; never leaves a partial ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def _metadata(cfg, step: int, semantic_dim: int) -> dict[str, str]:
+    m = cfg.model
+    return {"format": FORMAT, "config": json.dumps(to_container(cfg)), "num_context_views": str(m.num_context_views),
+            "num_target_views": str(m.num_target_views), "stage": str(cfg.training.stage), "step": str(step),
+            "semantic_dim": str(semantic_dim), "arch": json.dumps(arch_summary(m))}
+
+
+def weights_bytes(model: nn.Module, cfg, step: int, semantic_dim: int = 0) -> bytes:
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    return safetensors_bytes(state, metadata=_metadata(cfg, step, semantic_dim))
+
+
+def save_checkpoint(run_dir: Path, step: int, model: nn.Module, cfg, train_state: dict, keep_last_n: int = 3,
+                    semantic_dim: int = 0) -> Path:
+    """Write weights + training state for ``step``, then move LATEST to it, then prune to the last ``keep_last_n``."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"ckpt_{step:08d}"
+    weights = ckpt_dir / f"{stem}.safetensors"
+    atomic_write_bytes(weights, weights_bytes(model, cfg, step, semantic_dim))
+    buf = io.BytesIO()
+    torch.save(train_state, buf)
+    atomic_write_bytes(ckpt_dir / f"{stem}.state.pt", buf.getvalue())
+    atomic_write_bytes(ckpt_dir / LATEST, (stem + "\n").encode())
+    if keep_last_n > 0:
+        stems = sorted({p.name.split(".")[0] for p in ckpt_dir.glob("ckpt_*.*") if _STEM.match(p.name.split(".")[0])})
+        for old in stems[:-keep_last_n]:
+            if old != stem:
+                for p in ckpt_dir.glob(f"{old}.*"):
+                    p.unlink(missing_ok=True)
+    return weights
+
+
+def save_pretrained(model: nn.Module, cfg, out_dir: str | Path, step: int = 0, semantic_dim: int = 0) -> Path:
+    """A self-contained model directory: ``model.safetensors`` (with metadata) + ``config.yaml``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "model.safetensors", weights_bytes(model, cfg, step, semantic_dim))
+    atomic_write_bytes(out / "config.yaml", to_yaml(cfg).encode())
+    return out
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """Weights file LATEST points to, or None when the run has no checkpoint yet."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    pointer = ckpt_dir / LATEST
+    if not pointer.is_file():
+        return None
+    stem = pointer.read_text().strip()
+    weights = ckpt_dir / f"{stem}.safetensors"
+    if not _STEM.match(stem) or not weights.is_file():
+        raise CheckpointError(f"{pointer} names '{stem}', which is not a checkpoint in {ckpt_dir}")
+    return weights
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A ``.safetensors`` file, a run directory (follows checkpoints/ckpt_LATEST), its ``checkpoints/`` folder, or
+    a pretrained directory (``model.safetensors``) -> the weights file."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        if (p / "model.safetensors").is_file():
+            return p / "model.safetensors"
+        for run_dir in (p, p.parent):
+            if (run_dir / "checkpoints" / LATEST).is_file():
+                return latest_checkpoint(run_dir)
+        raise CheckpointError(f"{p} holds no checkpoint (expected checkpoints/{LATEST} or model.safetensors)")
+    raise CheckpointError(f"checkpoint not found: {p}")
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """-> (state dict, header metadata) of a WildRayZer safetensors file; CheckpointError for anything else."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - truncated / foreign bytes surface as many exception types
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({type(e).__name__}: {e})") from e
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(f"{path} is not a WildRayZer checkpoint (no '{FORMAT}' metadata)")
+    return state, meta
+
+
+def stored_config(meta: dict[str, str], where: str):
+    try:
+        return from_container(json.loads(meta["config"]))
+    except (ValueError, UserError) as e:
+        raise CheckpointError(f"{where}: stored config is unreadable ({e})") from e
+
+
+def check_arch(expected_model_cfg, stored_model_cfg, where: str) -> None:
+    """Raise CheckpointError listing the first architecture keys that differ (view counts, layers, width, ...)."""
+    diffs = [f"model.{k}: checkpoint {stored_model_cfg[k]!r} vs config {expected_model_cfg[k]!r}"
+             for k in ARCH_KEYS if stored_model_cfg[k] != expected_model_cfg[k]]
+    if diffs:
+        raise CheckpointError(f"{where} does not match the config: " + "; ".join(diffs[:5]))
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: str,
+                      allow_missing_prefixes: tuple[str, ...] = ()) -> list[str]:
+    """Copy ``state`` into ``model`` with exact key and shape checks.
+
+    Keys missing from ``state`` are allowed only under ``allow_missing_prefixes`` (modules the source cannot have);
+    returns those keys. Any other missing / unexpected key or shape difference raises CheckpointError.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    allowed = [k for k in missing if any(k.startswith(p) for p in allow_missing_prefixes)]
+    missing = [k for k in missing if k not in allowed]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        parts = [f"{name}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''}"
+                 for name, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items]
+        raise CheckpointError(f"{where} does not fit the model; " + "; ".join(parts))
+    model.load_state_dict({k: v for k, v in state.items()}, strict=False)
+    return allowed
+
+
+def load_model_checkpoint(path: str | Path, expected_cfg=None) -> LoadedCheckpoint:
+    """Build the model stored at ``path`` and load its weights strictly.
+
+    ``path``: weights file, run dir or pretrained dir. ``expected_cfg``: when given, its ``model`` section must match
+    the stored architecture (view counts, layer counts, width, ...) or CheckpointError lists the differences.
+    The model is on the CPU in eval mode.
+    """
+    from ..model import WildRayZer
+
+    weights = resolve_checkpoint(path)
+    state, meta = read_weights(weights)
+    cfg = stored_config(meta, str(weights))
+    if expected_cfg is not None:
+        check_arch(expected_cfg.model, cfg.model, str(weights))
+    semantic_dim = int(meta.get("semantic_dim", "0"))
+    model = WildRayZer(cfg.model, semantic_dim=semantic_dim)
+    load_state_strict(model, state, str(weights))
+    return LoadedCheckpoint(model.eval(), cfg, meta, weights)
+
+
+def load_training_state(weights: Path) -> dict:
+    """The ``.state.pt`` beside a weights file, loaded with ``weights_only=True``."""
+    path = weights.with_name(weights.name.replace(".safetensors", ".state.pt"))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"training state {path} is missing; cannot resume from {weights}") from e
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"training state {path} is unreadable ({type(e).__name__}: {e})") from e

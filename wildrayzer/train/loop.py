@@ -1,0 +1,217 @@
+"""The training loop shared by all stages: DDP, accumulation, AMP, non-finite guard, checkpoints, resume."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from ..config import to_yaml
+from ..errors import UserError
+from .checkpoint import (
+    atomic_write_bytes,
+    check_arch,
+    latest_checkpoint,
+    load_state_strict,
+    load_training_state,
+    read_weights,
+    save_checkpoint,
+    stored_config,
+)
+from .distributed import DistInfo, any_true, barrier, cleanup, gather_objects, init_distributed, mean_over_ranks
+from .logging import RunLogger
+from .optim import build_optimizer, build_scheduler
+from .rng import capture_rng, restore_rng, seed_everything
+from .sampler import EpochLoader
+from .stages import apply_trainable, get_stage
+from .warmstart import init_from_checkpoint
+
+
+class TrainingDivergedError(UserError):
+    """Too many consecutive non-finite steps; the last checkpoint is untouched."""
+
+
+def run_dir_for(cfg) -> Path:
+    return Path(cfg.training.output_dir) / cfg.training.run_name
+
+
+def _git_sha() -> str:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)\n"
+    if sha.returncode:
+        return "unknown (not a git checkout)\n"
+    return f"{sha.stdout.strip()}{' dirty' if dirty.stdout.strip() else ''}\n"
+
+
+def _amp_context(cfg, device: torch.device):
+    amp = cfg.training.amp
+    use_bf16 = amp == "bf16" or (amp == "auto" and device.type == "cuda")
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
+    """DDP over the trainable parameters only: frozen parameters are excluded from broadcast and reduction."""
+    if not info.enabled:
+        return model
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    frozen += [n for n, _ in model.named_buffers()]
+    if hasattr(DDP, "_set_params_and_buffers_to_ignore_for_model"):
+        DDP._set_params_and_buffers_to_ignore_for_model(model, frozen)
+    ids = [info.device.index] if info.device.type == "cuda" else None
+    return DDP(model, device_ids=ids, broadcast_buffers=False)
+
+
+def train(cfg, dataset=None, fault_hook=None) -> dict:
+    """Train ``cfg.training.stage`` to ``cfg.training.max_steps``.
+
+    ``dataset`` defaults to ``wildrayzer.data.build_dataset(cfg, "train")``. ``fault_hook(step, loss) -> loss`` lets
+    tests inject non-finite losses. Returns ``{"step", "run_dir", "nonfinite_steps", "checkpoint"}``.
+    """
+    info = init_distributed(cfg.training.device)
+    try:
+        return _train(cfg, info, dataset, fault_hook)
+    finally:
+        cleanup()
+
+
+def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
+    from ..model import WildRayZer
+
+    t, device = cfg.training, info.device
+    run_dir = run_dir_for(cfg)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    barrier(info)
+    stage = get_stage(t.stage)
+    semantic_dim = stage.semantic_dim(cfg) if hasattr(stage, "semantic_dim") else 0
+
+    seed_everything(t.seed)  # identical init on every rank (DDP also broadcasts rank 0's weights)
+    model = WildRayZer(cfg.model, semantic_dim=semantic_dim)
+    latest = latest_checkpoint(run_dir) if t.resume else None
+    logger = RunLogger(cfg, run_dir, info.is_main, start_step=0, total_steps=t.max_steps)
+    log = logger.note
+    if latest is not None:
+        state, meta = read_weights(latest)
+        check_arch(cfg.model, stored_config(meta, str(latest)).model, f"resume checkpoint {latest}")
+        load_state_strict(model, state, f"resume checkpoint {latest}")
+        log(f"resuming from {latest}" + (" (training.init_from ignored)" if t.init_from else ""))
+    elif t.init_from:
+        init_from_checkpoint(model, cfg, t.init_from, log)
+    if info.is_main:
+        atomic_write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
+        atomic_write_bytes(run_dir / "git_sha.txt", _git_sha().encode())
+
+    names = apply_trainable(model, t.stage)
+    model.to(device).train()
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log(f"stage {t.stage}: training {', '.join(names)} ({n_train / 1e6:.2f}M params) on {info.world_size} x "
+        f"{device.type}; run dir {run_dir}")
+    stage.setup(cfg, device, log)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(model, t)
+    scheduler = build_scheduler(optimizer, t)
+    ddp_model = _wrap_ddp(model, info)
+    fwd_model = torch.compile(ddp_model) if t.compile else ddp_model
+
+    if dataset is None:
+        from ..data import build_dataset
+
+        dataset = build_dataset(cfg, "train")
+    loader = EpochLoader(dataset, t.batch_size, info.rank, info.world_size, t.seed, cfg.data.num_workers,
+                         pin_memory=device.type == "cuda")
+    seed_everything(t.seed + 7919 * info.rank)  # per-rank stream for data augmentation / view sampling
+    step, nonfinite_total = 0, 0
+    if latest is not None:
+        st = load_training_state(latest)
+        optimizer.load_state_dict(st["optimizer"])
+        scheduler.load_state_dict(st["scheduler"])
+        loader.load_state_dict(st["sampler"])
+        step, nonfinite_total = int(st["step"]), int(st["nonfinite_total"])
+        if int(st["world_size"]) == info.world_size:
+            restore_rng(st["rng"][info.rank])
+        else:
+            log(f"resume: world size changed {st['world_size']} -> {info.world_size}; RNG streams re-seeded")
+    if logger.bar is not None:
+        logger.bar.n = logger.bar.last_print_n = step
+
+    amp = _amp_context(cfg, device)
+    accum = max(1, t.grad_accum_steps)
+    consecutive, last_ckpt = 0, latest
+    t_last, steps_since = time.perf_counter(), 0
+    try:
+        while step < t.max_steps:
+            logs_sum: dict[str, torch.Tensor] = {}
+            loss_total = torch.zeros((), device=device)
+            for micro in range(accum):
+                batch = _to_device(next(loader), device)
+                sync = not (info.enabled and micro < accum - 1)
+                with nullcontext() if sync else ddp_model.no_sync():
+                    with amp():
+                        out = stage.forward(fwd_model, batch, cfg)
+                        loss, logs = stage.compute_losses(batch, out, cfg)
+                    if fault_hook is not None:
+                        loss = fault_hook(step, loss)
+                    (loss / accum).backward()
+                loss_total = loss_total + loss.detach().float() / accum
+                for k, v in logs.items():
+                    logs_sum[k] = logs_sum.get(k, 0.0) + v.detach().float() / accum
+            clip = t.grad_clip if t.grad_clip > 0 else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            bad = any_true(not (torch.isfinite(loss_total) and torch.isfinite(grad_norm)), info)
+            if bad:
+                nonfinite_total += 1
+                consecutive += 1
+                log(f"step {step}: non-finite loss/gradient (loss {float(loss_total):.4g}, grad norm "
+                    f"{float(grad_norm):.4g}); step skipped ({consecutive} in a row, {nonfinite_total} total)")
+                if consecutive >= t.max_nonfinite_steps:
+                    raise TrainingDivergedError(
+                        f"{consecutive} consecutive non-finite steps (training.max_nonfinite_steps) at step {step}; "
+                        f"last good checkpoint: {last_ckpt or 'none'}. Lower training.lr or check the data")
+            else:
+                optimizer.step()
+                consecutive = 0
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            steps_since += 1
+            if info.is_main:
+                now = time.perf_counter()
+                ips = steps_since / max(now - t_last, 1e-9)
+                logger.advance(1, {"loss": float(loss_total), "psnr": float(logs_sum.get("psnr", float("nan"))),
+                                   "it/s": ips})
+            if step % t.log_every == 0 or step == t.max_steps:
+                scalars = mean_over_ranks({"loss": loss_total, "grad_norm": grad_norm.float(), **logs_sum}, info)
+                scalars = {f"train/{k}": v for k, v in scalars.items()}
+                scalars.update({"train/lr": scheduler.get_last_lr()[0], "train/nonfinite_steps": nonfinite_total,
+                                "train/it_per_s": steps_since / max(time.perf_counter() - t_last, 1e-9)})
+                logger.log(step, scalars)
+                t_last, steps_since = time.perf_counter(), 0
+            if step % t.checkpoint_every == 0 or step == t.max_steps:
+                rngs = gather_objects(capture_rng(), info)
+                if info.is_main:
+                    train_state = {"step": step, "optimizer": optimizer.state_dict(),
+                                   "scheduler": scheduler.state_dict(), "rng": rngs, "sampler": loader.state_dict(),
+                                   "nonfinite_total": nonfinite_total, "world_size": info.world_size}
+                    last_ckpt = save_checkpoint(run_dir, step, model, cfg, train_state, t.keep_last_n, semantic_dim)
+                barrier(info)
+                if not info.is_main:
+                    last_ckpt = latest_checkpoint(run_dir)
+    finally:
+        logger.close()
+    log(f"done: step {step}, {nonfinite_total} non-finite steps skipped; checkpoint {last_ckpt}")
+    return {"step": step, "run_dir": run_dir, "nonfinite_steps": nonfinite_total, "checkpoint": last_ckpt}

@@ -1,0 +1,106 @@
+"""What differs between training stages: which top-level parts train, how the model is called, which losses.
+
+A stage is an object with ``number``, ``trainable(model) -> list[str]``, ``setup(cfg, device, log)``,
+``forward(model, batch, cfg) -> dict`` and ``compute_losses(batch, out, cfg) -> (loss, logs)``. The loop knows
+nothing else about stages; stages 2 and 3 plug in with :func:`register_stage`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..losses import rendering_loss
+
+# Top-level parts of WildRayZer that train in each stage (the semantic backbone lives outside the model: frozen).
+_TRAINABLE = {1: ("camera", "scene", "renderer"), 2: ("motion",),
+              3: ("camera", "scene", "renderer", "motion", "noise_token")}
+
+
+def trainable_modules(model: nn.Module, stage: int) -> list[str]:
+    """Names of the top-level modules / parameters of ``model`` that train in ``stage`` (only those that exist;
+    the noise token only when MAE masking is on, since otherwise it never receives a gradient)."""
+    names = []
+    for name in _TRAINABLE[stage]:
+        part = getattr(model, name, None)
+        if part is None:
+            continue
+        if name == "noise_token" and not model.cfg.use_mae_masking:
+            continue
+        names.append(name)
+    if stage == 2 and not names:
+        raise ConfigError("training.stage=2 trains the motion estimator: set model.use_motion_mask=true")
+    return names
+
+
+def apply_trainable(model: nn.Module, stage: int) -> list[str]:
+    """Set ``requires_grad`` so that exactly the stage's parts train; returns their names."""
+    names = trainable_modules(model, stage)
+    model.requires_grad_(False)
+    for name in names:
+        part = getattr(model, name)
+        part.requires_grad_(True)
+    return names
+
+
+class Stage1Pretrain:
+    """Self-supervised RayZer pretraining: render the targets, MSE + perceptual_weight x VGG perceptual."""
+
+    number = 1
+
+    def __init__(self):
+        self.perceptual = None
+
+    def trainable(self, model: nn.Module) -> list[str]:
+        return trainable_modules(model, self.number)
+
+    def setup(self, cfg, device: torch.device, log: Callable[[str], None]) -> None:
+        self.perceptual = build_perceptual(cfg.training, device, log)
+
+    def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
+        return model(batch["images"], cfg.model.num_context_views)
+
+    def compute_losses(self, batch: dict, out: dict, cfg) -> tuple[Tensor, dict[str, Tensor]]:
+        target = batch["images"][:, cfg.model.num_context_views:]  # (B, T, 3, H, W)
+        return rendering_loss(out["renders"], target, perceptual=self.perceptual,
+                              perceptual_weight=cfg.training.perceptual_weight)
+
+
+def build_perceptual(tcfg, device: torch.device, log: Callable[[str], None]):
+    """The VGG-19 loss when ``training.perceptual_weights_path`` is set, else None (and the log says so once)."""
+    if tcfg.perceptual_weight <= 0:
+        return None
+    if not tcfg.perceptual_weights_path:
+        log(f"perceptual loss DISABLED: training.perceptual_weights_path is empty (weight {tcfg.perceptual_weight} "
+            "ignored); point it at a torchvision vgg19 state dict to enable it")
+        return None
+    from ..perceptual import PerceptualLoss
+
+    log(f"perceptual loss: VGG-19 from {tcfg.perceptual_weights_path}, weight {tcfg.perceptual_weight}")
+    return PerceptualLoss.from_file(tcfg.perceptual_weights_path).to(device)
+
+
+_STAGES: dict[int, Callable[[], object]] = {1: Stage1Pretrain}
+
+
+def register_stage(number: int, factory: Callable[[], object]) -> None:
+    """Make ``training.stage=number`` use ``factory()`` (stage 2/3 modules call this on import)."""
+    _STAGES[number] = factory
+
+
+def get_stage(number: int):
+    if number not in _STAGES:
+        import importlib
+
+        try:  # stage modules register themselves on import
+            importlib.import_module(f"{__package__}.stage{number}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.stage{number}":
+                raise
+    if number not in _STAGES:
+        raise ConfigError(f"training.stage={number} is not available in this build (no wildrayzer/train/stage"
+                          f"{number}.py)")
+    return _STAGES[number]()
