@@ -58,6 +58,8 @@ class EpochLoader:
 
     def _start_epoch(self) -> None:
         self.sampler.set_epoch(self.epoch, self.consumed * self.batch_size)
+        if hasattr(self.dataset, "set_epoch"):  # per-epoch view sampling (wildrayzer.data datasets)
+            self.dataset.set_epoch(self.epoch)
         # Own generator per (seed, epoch, rank): creating the iterator never draws from the global RNG.
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch * 1009 + self.rank) % 2**63)
         loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
