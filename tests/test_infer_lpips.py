@@ -112,6 +112,9 @@ def test_lpips_matches_functional_reference_and_properties(net, alex_dir, vgg_di
     assert torch.all(model(img, large) > d_small)
     spatial = model(img, large, spatial=True)
     assert spatial.shape == (2, 1, size, size) and torch.all(spatial >= 0)
+    tiny = 30 if net == "alex" else 15
+    with pytest.raises(ValueError, match="at least"):
+        model(img[..., :tiny, :tiny], img[..., :tiny, :tiny])
 
 
 def test_lpips_loads_every_documented_layout(alex_dir, tmp_path):

@@ -39,6 +39,7 @@ _VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M"
 _TAPS = {"alex": [1, 4, 7, 9, 11], "vgg": [3, 8, 15, 22, 29]}
 _CHANNELS = {"alex": [64, 192, 384, 256, 256], "vgg": [64, 128, 256, 512, 512]}
 _TRUNK_NAMES = {"alex": "alexnet", "vgg": "vgg16"}
+_MIN_SIZE = {"alex": 31, "vgg": 16}  # smallest H, W for which the deepest tapped layer is at least 1x1
 _SUFFIXES = (".pth", ".pt", ".safetensors")
 
 
@@ -111,6 +112,9 @@ class LPIPS(nn.Module):
         """
         if a.shape != b.shape or a.dim() != 4 or a.shape[1] != 3:
             raise ValueError(f"LPIPS: expected two (N, 3, H, W) images, got {tuple(a.shape)} and {tuple(b.shape)}")
+        if min(a.shape[-2:]) < _MIN_SIZE[self.net]:
+            raise ValueError(f"LPIPS-{self.net} needs images of at least {_MIN_SIZE[self.net]}x{_MIN_SIZE[self.net]} "
+                             f"pixels, got {tuple(a.shape[-2:])}")
         out = 0.0
         for k, (fa, fb) in enumerate(zip(self._taps(a), self._taps(b))):
             d = getattr(self, f"lin{k}")((fa - fb) ** 2)  # (N, 1, h_k, w_k)
