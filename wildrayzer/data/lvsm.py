@@ -1,0 +1,291 @@
+"""LVSM / RealEstate10K-processed loader (static scenes); the base of the Dynamic-RE10K loader.
+
+Layout of a split directory ``<data.root>/<data.split>/``: ``<data.list_file>`` lists metadata JSON paths, one per
+line; each is ``{"scene_name", "frames": [{"image_path", "fxfycxcy" (pixels), "w2c" (4x4, OpenCV)}]}``.
+Path resolution (both absolute and relative paths work):
+
+* a list line is absolute, or relative to the list file's directory, or relative to the working directory;
+* an ``image_path`` is absolute, or relative to the split directory, the metadata file's directory, its parent,
+  or the working directory (decided once per scene from its first frame).
+
+The index (all metadata parsed and validated) is built once in ``__init__``; workers only read images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from ..errors import DataError
+from ..geometry import w2c_to_c2w
+from .frames import READ_ERRORS, adjust_intrinsics, read_rgb, resize_crop, to_chw
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SceneRecord:
+    name: str
+    meta_path: Path
+    image_paths: list[Path]
+    fxfycxcy: np.ndarray  # (F, 4) pixels at the stored resolution
+    c2w: np.ndarray  # (F, 4, 4)
+
+
+def _resolve(rel: str, bases: list[Path]) -> Path | None:
+    p = Path(rel)
+    if p.is_absolute():
+        return p if p.exists() else None
+    for b in bases:
+        if (b / p).exists():
+            return b / p
+    return None
+
+
+class LVSMDataset(Dataset):
+    """Static LVSM-layout scenes -> dict items as described in docs/CONTRACTS.md (no masks, no clean images)."""
+
+    def __init__(self, cfg, mode: str = "train", seed: int | None = None):
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got '{mode}'")
+        d, m = cfg.data, cfg.model
+        self.mode = mode
+        self.on_error = d.on_error
+        self.size = int(m.image_size)
+        self.num_context, self.num_target = int(m.num_context_views), int(m.num_target_views)
+        self.num_views = self.num_context + self.num_target
+        self.gap_min, self.gap_max = int(d.frame_gap_min), int(d.frame_gap_max)
+        self.seed = int(cfg.training.seed if seed is None else seed)
+        self.epoch = 0
+        self._draws = 0
+        self.skipped = 0  # samples skipped at load time in this process (on_error=skip)
+        self.split_dir = Path(d.root) / d.split
+        if not self.split_dir.is_dir():
+            raise DataError(f"dataset directory {self.split_dir} does not exist or is not a directory; set data.root "
+                            f"and data.split, or run 'wildrayzer data synth'")
+        self.scenes = self._read_index(self.split_dir / d.list_file)
+        self.items = self._build_items(d.view_idx_file if mode == "eval" else "")
+        if self.skipped:
+            log.warning("%s: skipped %d bad scene(s) while indexing (data.on_error=skip)", self.split_dir, self.skipped)
+        if not self.items:
+            raise DataError(f"no usable scenes in {self.split_dir / d.list_file}; check the list file and metadata")
+
+    # ---------------------------------------------------------------- index
+    def _fail(self, msg: str) -> None:
+        """raise mode: raise DataError(msg); skip mode: count and log."""
+        if self.on_error == "raise":
+            raise DataError(msg)
+        self.skipped += 1
+        log.warning("skipped: %s", msg)
+
+    def _read_index(self, list_path: Path) -> list[SceneRecord]:
+        if not list_path.is_file():
+            raise DataError(f"list file {list_path} not found; set data.list_file (relative to {self.split_dir})")
+        try:
+            lines = [ln.strip() for ln in list_path.read_text().splitlines()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"cannot read list file {list_path} ({e.__class__.__name__}); fix or regenerate it") \
+                from None
+        lines = [ln for ln in lines if ln and not ln.startswith("#")]
+        if not lines:
+            raise DataError(f"list file {list_path} is empty; it must name one metadata JSON per line")
+        records = []
+        for line in lines:
+            meta = _resolve(line, [list_path.parent, Path.cwd()])
+            if meta is None:
+                self._fail(f"metadata file '{line}' listed in {list_path} not found; fix the list or the file")
+                continue
+            rec = self._parse_metadata(meta)
+            if rec is not None:
+                records.append(rec)
+        return records
+
+    def _parse_metadata(self, path: Path) -> SceneRecord | None:
+        scene = path.stem
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            self._fail(f"scene '{scene}': metadata {path} is not valid JSON ({e.__class__.__name__}); regenerate it")
+            return None
+        try:
+            scene = str(meta.get("scene_name", scene))
+            frames = meta["frames"]
+            if not isinstance(frames, list) or not frames:
+                raise ValueError("'frames' must be a non-empty list")
+            fxfycxcy = np.array([f["fxfycxcy"] for f in frames], dtype=np.float64)
+            w2c = np.array([f["w2c"] for f in frames], dtype=np.float64)
+            rels = [str(f["image_path"]) for f in frames]
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            what = f"missing key {e}" if isinstance(e, KeyError) else str(e)
+            self._fail(f"scene '{scene}': metadata {path} is malformed ({what}); each frame needs image_path, "
+                       f"fxfycxcy [fx, fy, cx, cy] and a 4x4 w2c")
+            return None
+        if fxfycxcy.shape != (len(frames), 4) or w2c.shape != (len(frames), 4, 4):
+            self._fail(f"scene '{scene}': metadata {path} has fxfycxcy of shape {fxfycxcy.shape[1:]} / w2c of shape "
+                       f"{w2c.shape[1:]}; expected 4 and 4x4")
+            return None
+        if not (np.isfinite(fxfycxcy).all() and np.isfinite(w2c).all()) or (fxfycxcy[:, :2] <= 0).any():
+            self._fail(f"scene '{scene}': metadata {path} has non-finite w2c/fxfycxcy or a focal <= 0; fix the file")
+            return None
+        first = Path(rels[0])
+        bases = [self.split_dir, path.parent, path.parent.parent, Path.cwd()]
+        base = next((b for b in bases if (b / first).exists()), None) if not first.is_absolute() else Path("/")
+        if base is None:
+            self._fail(f"scene '{scene}': image {rels[0]} (from {path}) not found relative to {self.split_dir} or "
+                       f"{path.parent}; fix image_path or restore the images")
+            return None
+        c2w = w2c_to_c2w(torch.from_numpy(w2c)).numpy()
+        return SceneRecord(scene, path, [base / r for r in rels], fxfycxcy, c2w)
+
+    def _build_items(self, view_idx_file: str) -> list[tuple[int, tuple[list[int], list[int]] | None]]:
+        ok = []
+        for i, rec in enumerate(self.scenes):
+            if len(rec.image_paths) < self.num_views and not view_idx_file:
+                self._fail(f"scene '{rec.name}' ({rec.meta_path}) has {len(rec.image_paths)} frames, fewer than the "
+                           f"{self.num_views} views requested (model.num_context_views + model.num_target_views)")
+                continue
+            ok.append(i)
+        if not view_idx_file:
+            return [(i, None) for i in ok]
+        path = self.split_dir / view_idx_file
+        try:
+            table = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"view index file {path} not found; set data.view_idx_file (relative to "
+                            f"{self.split_dir}) or '' to sample views") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"view index file {path} is not valid JSON ({e.__class__.__name__}); fix it") from None
+        if not isinstance(table, dict):
+            raise DataError(f"view index file {path} must map scene -> {{'context': [...], 'target': [...]}} | null")
+        items = []
+        for i in ok:
+            rec = self.scenes[i]
+            entry = table.get(rec.name)
+            if entry is None:  # null entries (and scenes absent from the index) are not evaluated
+                continue
+            views = self._check_views(rec, entry, path)
+            if views is not None:
+                items.append((i, views))
+        return items
+
+    def _check_views(self, rec: SceneRecord, entry, path: Path) -> tuple[list[int], list[int]] | None:
+        try:
+            ctx, tgt = [int(x) for x in entry["context"]], [int(x) for x in entry["target"]]
+        except (KeyError, TypeError, ValueError):
+            self._fail(f"scene '{rec.name}': entry in {path} must be {{'context': [ints], 'target': [ints]}}")
+            return None
+        n = len(rec.image_paths)
+        bad = [x for x in ctx + tgt if not 0 <= x < n]
+        if bad:
+            self._fail(f"scene '{rec.name}': view index {bad[0]} in {path} is out of range for its {n} frames")
+            return None
+        if len(ctx) != self.num_context or len(tgt) < self.num_target:
+            self._fail(f"scene '{rec.name}': {path} gives {len(ctx)} context / {len(tgt)} target views; the model "
+                       f"needs {self.num_context} / {self.num_target} (model.num_context_views/num_target_views)")
+            return None
+        if len(tgt) > self.num_target:  # keep an evenly spread subset
+            tgt = [tgt[int(round(k))] for k in np.linspace(0, len(tgt) - 1, self.num_target)]
+        return ctx, tgt
+
+    # ---------------------------------------------------------------- sampling
+    def set_epoch(self, epoch: int) -> None:
+        """Make training view sampling a function of (seed, epoch, index[, worker seed])."""
+        self.epoch = int(epoch)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        info = get_worker_info()
+        if info is not None:  # DataLoader draws a fresh base seed per epoch from the (seeded) main-process RNG
+            stream = torch.initial_seed() % (1 << 63)
+        else:
+            stream = self._draws
+            self._draws += 1
+        return np.random.default_rng([self.seed, self.epoch, index, stream])
+
+    def sample_views(self, num_frames: int, rng: np.random.Generator | None) -> tuple[list[int], list[int]]:
+        """Context + target frame indices. ``rng=None`` -> deterministic evenly spread choice (eval)."""
+        v = self.num_views
+        if rng is None:
+            span = min(num_frames - 1, max(self.gap_max, v - 1))
+            ctx = [int(round(x)) for x in np.linspace(0, span, self.num_context)]
+            rest = [i for i in range(span + 1) if i not in ctx]
+            tgt = [rest[int(round(k))] for k in np.linspace(0, len(rest) - 1, self.num_target)]
+            return ctx, tgt
+        lo = min(max(self.gap_min, v - 1), num_frames - 1)
+        hi = min(max(self.gap_max, lo), num_frames - 1)
+        gap = int(rng.integers(lo, hi + 1))
+        start = int(rng.integers(0, num_frames - gap))
+        if self.num_context == 1:
+            ctx = [start + int(rng.integers(0, gap + 1))]
+        else:  # the two ends of the window, further context views spread in between
+            ctx = [start + int(round(x)) for x in np.linspace(0, gap, self.num_context)]
+        pool = np.array([i for i in range(start, start + gap + 1) if i not in ctx])
+        tgt = rng.choice(pool, size=self.num_target, replace=len(pool) < self.num_target)
+        return ctx, sorted(int(t) for t in tgt)
+
+    # ---------------------------------------------------------------- items
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        for attempt in range(len(self.items)):
+            i = (index + attempt) % len(self.items)
+            try:
+                return self._load(i)
+            except DataError as e:
+                if self.on_error == "raise":
+                    raise
+                self.skipped += 1
+                log.warning("skipped sample %d (%d skipped so far in this process): %s", i, self.skipped, e)
+        raise DataError(f"every sample of {self.split_dir} failed to load; see the warnings above")
+
+    def _views(self, index: int) -> tuple[SceneRecord, list[int]]:
+        scene_idx, fixed = self.items[index]
+        rec = self.scenes[scene_idx]
+        if fixed is not None:
+            ctx, tgt = fixed
+        else:
+            ctx, tgt = self.sample_views(len(rec.image_paths), self._rng(index) if self.mode == "train" else None)
+        return rec, list(ctx) + list(tgt)
+
+    def _read(self, rec: SceneRecord, path: Path, reader):
+        try:
+            return reader(path)
+        except FileNotFoundError:
+            raise DataError(f"scene '{rec.name}': file {path} is missing; restore it or regenerate the dataset") \
+                from None
+        except READ_ERRORS as e:
+            raise DataError(f"scene '{rec.name}': cannot read {path} ({e.__class__.__name__}: corrupt or not an "
+                            f"image); replace the file or set data.on_error=skip") from None
+
+    def _load(self, index: int) -> dict:
+        rec, views = self._views(index)
+        images, intr = [], []
+        for f in views:
+            img = self._read(rec, rec.image_paths[f], read_rgb)  # (H, W, 3) uint8
+            h, w = img.shape[:2]
+            images.append(to_chw(resize_crop(img, self.size)))
+            intr.append(adjust_intrinsics(torch.from_numpy(rec.fxfycxcy[f]), h, w, self.size))
+        item = {
+            "images": torch.stack(images),  # (V, 3, S, S) in [0, 1]
+            "fxfycxcy": torch.stack(intr).float(),  # (V, 4) pixels at S x S
+            "c2w": torch.from_numpy(rec.c2w[views]).float(),  # (V, 4, 4)
+            "frame_idx": torch.tensor(views, dtype=torch.int64),  # (V,)
+            "scene": rec.name,
+        }
+        item.update(self._extras(rec, views))
+        return item
+
+    def _extras(self, rec: SceneRecord, views: list[int]) -> dict:
+        """Per-dataset extra ground truth (none for static LVSM scenes)."""
+        return {}
+
+    def summary(self) -> str:
+        frames = sum(len(self.scenes[i].image_paths) for i, _ in self.items)
+        return (f"{type(self).__name__}({self.split_dir}, mode={self.mode}): {len(self.items)} items, {frames} frames"
+                f"{f', {self.skipped} skipped' if self.skipped else ''}")
