@@ -110,7 +110,7 @@ def test_summary_table_shows_na_for_missing_lpips(tmp_path):
     _, doc = build_sample_report(tmp_path, names=("only",))
     row = next(line for line in doc.split("<tr>") if "LPIPS" in line)
     assert "n/a" in row
-    assert "20.00" in doc and "0.5000" in doc
+    assert "20.00" in doc and "0.5000" in doc and "PSNR ↑" in doc and "LPIPS ↓" in doc
     write_report(tmp_path / "plain", {"psnr": 21.78, "lpips": None, "ssim": float("nan")}, [])
     plain = (tmp_path / "plain" / "index.html").read_text()
     assert "21.78" in plain and plain.count("n/a") == 2

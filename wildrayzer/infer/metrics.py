@@ -27,21 +27,22 @@ from wildrayzer.image_ops import psnr, ssim_map
 SSIM_WINDOW = 11
 MASK_THRESHOLD = 0.5
 
-# Canonical order and console/report labels of every metric key a scene dict may hold.
+# Canonical order and console/report labels (ASCII: consoles may not be UTF-8) of every metric key a scene may hold.
 METRIC_LABELS: dict[str, str] = {
-    "psnr": "PSNR ↑",
-    "ssim": "SSIM ↑",
-    "lpips": "LPIPS ↓",
-    "psnr_static": "PSNR static ↑",
-    "ssim_static": "SSIM static ↑",
-    "lpips_static": "LPIPS static ↓",
-    "psnr_clean": "PSNR vs clean ↑",
-    "mask_iou": "mask IoU ↑",
-    "mask_precision": "mask precision ↑",
-    "mask_recall": "mask recall ↑",
-    "pose_rot_deg": "rotation error (deg) ↓",
-    "pose_trans_rel": "translation error (rel) ↓",
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "lpips": "LPIPS",
+    "psnr_static": "PSNR static",
+    "ssim_static": "SSIM static",
+    "lpips_static": "LPIPS static",
+    "psnr_clean": "PSNR vs clean",
+    "mask_iou": "mask IoU",
+    "mask_precision": "mask precision",
+    "mask_recall": "mask recall",
+    "pose_rot_deg": "rotation error (deg)",
+    "pose_trans_rel": "translation error (rel)",
 }
+LOWER_IS_BETTER = frozenset({"lpips", "lpips_static", "pose_rot_deg", "pose_trans_rel"})
 _DECIMALS = {"psnr": 2, "psnr_static": 2, "psnr_clean": 2, "pose_rot_deg": 2}
 
 
@@ -253,16 +254,15 @@ def format_metrics_table(means: Mapping[str, float | None], counts: Mapping[str,
                          title: str = "WildRayZer evaluation") -> str:
     """Console table of dataset means: one row per metric ("n/a" where unavailable), optional scene counts."""
     keys = [k for k in METRIC_LABELS if k in means] + sorted(set(means) - set(METRIC_LABELS))
-    rows = [(METRIC_LABELS.get(k, k), format_value(k, means[k]),
-             "" if counts is None else str(counts.get(k, 0))) for k in keys]
-    head = ("metric", "mean", "" if counts is None else "scenes")
-    w0 = max([len(head[0])] + [len(r[0]) for r in rows])
-    w1 = max([len(head[1])] + [len(r[1]) for r in rows])
-    w2 = max([len(head[2])] + [len(r[2]) for r in rows])
-    line = f"+-{'-' * w0}-+-{'-' * w1}-+" + (f"-{'-' * w2}-+" if counts is not None else "")
+    head = ["metric", "mean", "better"] + ([] if counts is None else ["scenes"])
+    rows = [[METRIC_LABELS.get(k, k), format_value(k, means[k]),
+             "lower" if k in LOWER_IS_BETTER else "higher" if k in METRIC_LABELS else ""]
+            + ([] if counts is None else [str(counts.get(k, 0))]) for k in keys]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
 
-    def fmt(r):
-        s = f"| {r[0]:<{w0}} | {r[1]:>{w1}} |"
-        return s + (f" {r[2]:>{w2}} |" if counts is not None else "")
+    def fmt(r: list[str]) -> str:
+        cells = [f" {c:<{w}} " if i == 0 else f" {c:>{w}} " for i, (c, w) in enumerate(zip(r, widths))]
+        return "|" + "|".join(cells) + "|"
 
     return "\n".join([title, line, fmt(head), line, *[fmt(r) for r in rows], line])

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit
 
-from wildrayzer.infer.metrics import METRIC_LABELS, format_value
+from wildrayzer.infer.metrics import LOWER_IS_BETTER, METRIC_LABELS, format_value
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,13 @@ figure img.wide {{ width: 330px; }}
   word-break: break-all; padding: 4px; box-sizing: border-box; }}
 .warn {{ background: #fdecea; border: 1px solid #c0392b; padding: 8px 12px; border-radius: 4px; }}
 """
+
+
+def _label(key: str) -> str:
+    """Metric label with its better direction, e.g. "PSNR ↑" (the page is UTF-8)."""
+    if key not in METRIC_LABELS:
+        return key
+    return f"{METRIC_LABELS[key]} {'↓' if key in LOWER_IS_BETTER else '↑'}"
 
 
 def _esc(text: object) -> str:
@@ -115,13 +122,13 @@ def _metric_rows(means: Mapping[str, object], counts: Mapping[str, object] | Non
             raise ValueError(f"write_report: summary metric {k!r} must be a number or None, got {type(v).__name__}")
         val = format_value(k, None if v is None or not math.isfinite(v) else float(v))
         n = "" if counts is None else f"<td>{_esc(counts.get(k, ''))}</td>"
-        rows.append(f'<tr><td class="name">{_esc(METRIC_LABELS.get(k, k))}</td><td>{_esc(val)}</td>{n}</tr>')
+        rows.append(f'<tr><td class="name">{_esc(_label(k))}</td><td>{_esc(val)}</td>{n}</tr>')
     head = '<tr><th class="name">metric</th><th>mean</th>' + ("<th>scenes</th>" if counts is not None else "")
     return f"<table>{head}</tr>{''.join(rows)}</table>"
 
 
 def _scene_table(scenes: Sequence[Mapping], keys: list[str]) -> str:
-    head = '<tr><th class="name">scene</th>' + "".join(f"<th>{_esc(METRIC_LABELS.get(k, k))}</th>" for k in keys)
+    head = '<tr><th class="name">scene</th>' + "".join(f"<th>{_esc(_label(k))}</th>" for k in keys)
     rows = []
     for i, sc in enumerate(scenes):
         m = sc.get("metrics") or {}
@@ -161,7 +168,7 @@ def _scene_html(page: _Page, i: int, sc: Mapping) -> str:
     name = _esc(sc["name"])
     title = page.link(_check_rel(sc["dir"], "dir"), str(sc["name"])) if sc.get("dir") else name
     metrics = sc.get("metrics") or {}
-    mtxt = " · ".join(f"{_esc(METRIC_LABELS.get(k, k))} {_esc(format_value(k, v))}" for k, v in metrics.items())
+    mtxt = " · ".join(f"{_esc(_label(k))} {_esc(format_value(k, v))}" for k, v in metrics.items())
     parts = [f'<section class="scene" id="scene-{i}"><h2>{title}</h2>']
     if mtxt:
         parts.append(f'<div class="metrics">{mtxt}</div>')
