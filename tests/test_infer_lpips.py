@@ -117,7 +117,7 @@ def test_lpips_matches_functional_reference_and_properties(net, alex_dir, vgg_di
         model(img[..., :tiny, :tiny], img[..., :tiny, :tiny])
 
 
-def test_lpips_loads_every_documented_layout(alex_dir, tmp_path):
+def test_lpips_loads_every_documented_layout(alex_dir, vgg_dir, tmp_path):
     by_dir = load_lpips(alex_dir)
     by_heads = load_lpips(alex_dir / "alex.pth")
     merged = tmp_path / "lpips_alex_merged.pth"
@@ -129,6 +129,12 @@ def test_lpips_loads_every_documented_layout(alex_dir, tmp_path):
         torch.testing.assert_close(m.lin2.model[1].weight, _heads_sd("alex")["lin2.model.1.weight"])
     assert maybe_load_lpips("") is None and maybe_load_lpips(None) is None
     assert isinstance(maybe_load_lpips(str(alex_dir)), LPIPS)
+    both = tmp_path / "both"  # both variants present: VGG is chosen unless a heads file is given
+    both.mkdir()
+    for src in [*alex_dir.iterdir(), *vgg_dir.iterdir()]:
+        (both / src.name).symlink_to(src)
+    assert load_lpips(both).net == "vgg" and load_lpips(both, net="alex").net == "alex"
+    assert load_lpips(both / "alex.pth").net == "alex"
     # The dropout-free head variant (linK.model.0.weight) is accepted too.
     nodrop = tmp_path / "nodrop"
     nodrop.mkdir()
