@@ -64,4 +64,4 @@ def adjust_intrinsics(fxfycxcy: Tensor, height: int, width: int, size: int) -> T
 
 def to_chw(img: np.ndarray) -> Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
