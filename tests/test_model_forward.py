@@ -138,3 +138,15 @@ def test_activation_checkpointing_gives_the_same_gradients():
     for (n, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
         if pa.grad is not None:
             torch.testing.assert_close(pa.grad, pb.grad, atol=1e-6, rtol=1e-5, msg=n)
+
+
+def test_bf16_autocast_keeps_camera_maths_in_fp32():
+    torch.manual_seed(0)
+    model = WildRayZer(tiny_cfg().model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(images(), 2)
+    assert out["cameras"]["c2w"].dtype == torch.float32 and out["renders"].dtype == torch.float32
+    assert torch.isfinite(out["renders"]).all()
+    out["renders"].mean().backward()
+    assert model.camera.pose_head[-1].weight.grad is not None
+    assert model(images(), 2, render_targets=False)["renders"] is None
