@@ -101,6 +101,10 @@ def test_view_count_mismatch_is_a_clear_error():
         model(images(v=6), 2)
     with pytest.raises(ConfigError, match="got 3 \\+ 2"):
         model(images(), 3)
+    with pytest.raises(ConfigError, match="got 2 \\+ 1"):
+        model(images(v=3), 2)
+    ctx_only = model(images(v=2), 2)  # context alone: cameras + scene, nothing to render
+    assert ctx_only["renders"] is None and ctx_only["cameras"]["c2w"].shape == (2, 2, 4, 4)
 
 
 def test_mae_masking_replaces_moving_tokens_by_the_noise_token():

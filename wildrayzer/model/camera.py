@@ -45,12 +45,13 @@ class CameraEstimator(nn.Module):
         self.register_buffer("identity_6d", torch.tensor(_IDENTITY_6D), persistent=False)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """images: (B, V, 3, H, W) in [0, 1] -> {"c2w": (B, V, 4, 4) relative to view 0, "fxfycxcy": (B, V, 4)}."""
+        """images: (B, V, 3, H, W) in [0, 1], V <= num_views (the first V view embeddings are used)
+        -> {"c2w": (B, V, 4, 4) relative to view 0, "fxfycxcy": (B, V, 4)}."""
         b, v, _, h, w = images.shape
-        if v != self.num_views:
+        if not 1 <= v <= self.num_views:
             raise ValueError(f"camera estimator was built for {self.num_views} views (its view embedding), got {v}")
         tokens = self.patch_embed(images * 2.0 - 1.0)  # (B, V, N, D)
-        tokens = tokens + self.view_embed[None, :, None] + self.pos_embed[None, None]
+        tokens = tokens + self.view_embed[None, :v, None] + self.pos_embed[None, None]
         n = tokens.shape[2]
         x = self.transformer(rearrange(tokens, "b v n d -> b (v n) d"))
         pooled = rearrange(x, "b (v n) d -> b v n d", v=v, n=n).mean(dim=2)  # (B, V, D)

@@ -55,11 +55,11 @@ class WildRayZer(nn.Module):
                 mod.activation_checkpointing = enabled
 
     def _check_views(self, v: int, num_context: int) -> None:
-        if num_context != self.num_context or v != self.num_views:
+        if num_context != self.num_context or v not in (self.num_context, self.num_views):
             raise ConfigError(
                 f"this model was built for model.num_context_views={self.num_context} + model.num_target_views="
                 f"{self.num_views - self.num_context} views; got {num_context} + {v - num_context}. Pass that many "
-                "views or use a checkpoint trained for your view count")
+                "views (or the context views alone) or use a checkpoint trained for your view count")
 
     def plucker(self, c2w: Tensor, fxfycxcy: Tensor, height: int, width: int) -> Tensor:
         """c2w: (B, V, 4, 4), fxfycxcy: (B, V, 4) -> Plücker maps (B, V, 6, H, W), computed in fp32."""
@@ -74,7 +74,8 @@ class WildRayZer(nn.Module):
 
     def forward(self, images: Tensor, num_context: int, *, motion_probs: Tensor | None = None,
                 semantic_feats: Tensor | None = None, render_targets: bool = True) -> dict:
-        """images: (B, V, 3, H, W) in [0, 1], context views first; motion_probs: (B, Vc, 1, H, W) or None;
+        """images: (B, V, 3, H, W) in [0, 1], context views first, V = num_context + num_target, or V = num_context
+        (cameras, masks and scene only; ``renders`` is None); motion_probs: (B, Vc, 1, H, W) or None;
         semantic_feats: (B, Vc, C, h, w) or None (checked by the motion estimator).
         ``render_targets=False`` skips the renderer (``renders`` is None)."""
         b, v, _, h, w = images.shape
@@ -97,7 +98,8 @@ class WildRayZer(nn.Module):
                 image_tokens = torch.where(token_mask[..., None], noise, image_tokens)
 
         scene_tokens = self.scene(image_tokens, plucker_tokens)
-        renders = self.renderer(scene_tokens, plucker[:, num_context:]) if render_targets else None
+        has_targets = render_targets and v > num_context
+        renders = self.renderer(scene_tokens, plucker[:, num_context:]) if has_targets else None
         return {"cameras": cameras, "motion_logits": motion_logits, "token_mask": token_mask,
                 "scene_tokens": scene_tokens, "renders": renders}
 
