@@ -207,10 +207,9 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
                     train_state = {"step": step, "optimizer": optimizer.state_dict(),
                                    "scheduler": scheduler.state_dict(), "rng": rngs, "sampler": loader.state_dict(),
                                    "nonfinite_total": nonfinite_total, "world_size": info.world_size}
-                    last_ckpt = save_checkpoint(run_dir, step, model, cfg, train_state, t.keep_last_n, semantic_dim)
+                    save_checkpoint(run_dir, step, model, cfg, train_state, t.keep_last_n, semantic_dim)
                 barrier(info)
-                if not info.is_main:
-                    last_ckpt = latest_checkpoint(run_dir)
+                last_ckpt = run_dir / "checkpoints" / f"ckpt_{step:08d}.safetensors"
     finally:
         logger.close()
     log(f"done: step {step}, {nonfinite_total} non-finite steps skipped; checkpoint {last_ckpt}")

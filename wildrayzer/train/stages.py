@@ -1,13 +1,13 @@
 """What differs between training stages: which top-level parts train, how the model is called, which losses.
 
-A stage is an object with ``number``, ``trainable(model) -> list[str]``, ``setup(cfg, device, log)``,
-``forward(model, batch, cfg) -> dict`` and ``compute_losses(batch, out, cfg) -> (loss, logs)``. The loop knows
-nothing else about stages; stages 2 and 3 plug in with :func:`register_stage`.
+A stage implements :class:`Stage`. The loop knows nothing else about stages; stages 2 and 3 plug in as
+``wildrayzer/train/stage2.py`` / ``stage3.py`` calling :func:`register_stage` on import (imported on demand).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +46,21 @@ def apply_trainable(model: nn.Module, stage: int) -> list[str]:
     return names
 
 
+class Stage(Protocol):
+    number: int
+
+    def setup(self, cfg, device: torch.device, log: Callable[[str], None]) -> None:
+        """Build frozen helpers (VGG, semantic backbone, pseudo-labeller) on ``device``; called once per process."""
+
+    def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
+        """Run ``model`` (possibly DDP-wrapped: call it, do not reach into it) on a device batch -> predictions."""
+
+    def compute_losses(self, batch: dict, out: dict, cfg) -> tuple[Tensor, dict[str, Tensor]]:
+        """-> (scalar loss, detached scalar logs). Logs named ``psnr`` show on the progress bar."""
+
+    # Optional: ``semantic_dim(cfg) -> int``, the channel count the motion estimator is built with (default 0).
+
+
 class Stage1Pretrain:
     """Self-supervised RayZer pretraining: render the targets, MSE + perceptual_weight x VGG perceptual."""
 
@@ -53,9 +68,6 @@ class Stage1Pretrain:
 
     def __init__(self):
         self.perceptual = None
-
-    def trainable(self, model: nn.Module) -> list[str]:
-        return trainable_modules(model, self.number)
 
     def setup(self, cfg, device: torch.device, log: Callable[[str], None]) -> None:
         self.perceptual = build_perceptual(cfg.training, device, log)
