@@ -154,3 +154,15 @@ def test_bf16_autocast_keeps_camera_maths_in_fp32():
     out["renders"].mean().backward()
     assert model.camera.pose_head[-1].weight.grad is not None
     assert model(images(), 2, render_targets=False)["renders"] is None
+
+
+def test_motion_on_all_views_and_mae_switch():
+    torch.manual_seed(0)
+    model = WildRayZer(tiny_cfg("model.use_motion_mask=true", "model.use_mae_masking=true").model, semantic_dim=0)
+    x = images()
+    out = model(x, 2, motion_all_views=True)
+    assert out["motion_logits"].shape == (2, 5, 1, 32, 32) and out["token_mask"].shape == (2, 2, 16)
+    ctx = model(x, 2)
+    assert ctx["motion_logits"].shape == (2, 2, 1, 32, 32)
+    off = model(x, 2, apply_mae=False, motion_probs=torch.ones(2, 2, 1, 32, 32))
+    assert off["token_mask"] is None

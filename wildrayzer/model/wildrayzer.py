@@ -73,25 +73,32 @@ class WildRayZer(nn.Module):
         return rearrange(pooled, "(b v) 1 h w -> b v (h w)", b=b)
 
     def forward(self, images: Tensor, num_context: int, *, motion_probs: Tensor | None = None,
-                semantic_feats: Tensor | None = None, render_targets: bool = True) -> dict:
+                semantic_feats: Tensor | None = None, render_targets: bool = True, motion_all_views: bool = False,
+                apply_mae: bool = True) -> dict:
         """images: (B, V, 3, H, W) in [0, 1], context views first, V = num_context + num_target, or V = num_context
-        (cameras, masks and scene only; ``renders`` is None); motion_probs: (B, Vc, 1, H, W) or None;
-        semantic_feats: (B, Vc, C, h, w) or None (checked by the motion estimator).
-        ``render_targets=False`` skips the renderer (``renders`` is None)."""
+        (cameras, masks and scene only; ``renders`` is None).
+
+        motion_probs: (B, Vc, 1, H, W) or None, used for token masking instead of the model's own masks.
+        semantic_feats: (B, Vm, C, h, w) or None (checked by the motion estimator), Vm = V when
+        ``motion_all_views`` (masks for every view, e.g. to supervise targets in training) else Vc.
+        ``render_targets=False`` skips the renderer; ``apply_mae=False`` turns noise-token masking off for this call.
+        """
         b, v, _, h, w = images.shape
         self._check_views(v, num_context)
         cameras = self.camera(images)
         plucker = self.plucker(cameras["c2w"], cameras["fxfycxcy"], h, w)  # (B, V, 6, H, W)
-        image_tokens, plucker_tokens = self.scene.embed(images[:, :num_context], plucker[:, :num_context])
+        vm = v if (motion_all_views and self.motion is not None) else num_context
+        image_tokens, plucker_tokens = self.scene.embed(images[:, :vm], plucker[:, :vm])  # (B, Vm, N, D)
 
         motion_logits = None
         if self.motion is not None:
-            motion_logits = self.motion(semantic_feats, image_tokens, plucker_tokens, h, w)
+            motion_logits = self.motion(semantic_feats, image_tokens, plucker_tokens, h, w)  # (B, Vm, 1, H, W)
+        image_tokens, plucker_tokens = image_tokens[:, :num_context], plucker_tokens[:, :num_context]
 
         token_mask = None
-        if self.cfg.use_mae_masking:
+        if self.cfg.use_mae_masking and apply_mae:
             probs = motion_probs if motion_probs is not None else (
-                torch.sigmoid(motion_logits.float()) if motion_logits is not None else None)
+                torch.sigmoid(motion_logits[:, :num_context].float()) if motion_logits is not None else None)
             if probs is not None:
                 token_mask = self.token_motion_fraction(probs) > self.cfg.mask_token_threshold  # (B, Vc, N)
                 noise = self.noise_token.to(image_tokens.dtype)
