@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from pathlib import Path
 
 import cv2
@@ -64,7 +65,9 @@ class CopyPaste:
                 from None
         except READ_ERRORS as e:
             raise DataError(f"copy-paste image {path} cannot be read ({e.__class__.__name__})") from None
-        mask = self.coco.annToMask(ann).astype(bool)
+        with warnings.catch_warnings():  # pycocotools' decode predates numpy 2's __array__ copy keyword
+            warnings.simplefilter("ignore", DeprecationWarning)
+            mask = self.coco.annToMask(ann).astype(bool)
         if mask.shape != img.shape[:2]:
             raise DataError(f"copy-paste annotation {ann_id}: mask {mask.shape} does not match image {path} "
                             f"{img.shape[:2]}; the annotation file does not belong to these images")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -131,6 +132,7 @@ def import_scene(frames: Iterable[tuple[np.ndarray, list[float] | None]], out: P
         records.append({"image_path": f"images/{scene}/{name}", "fxfycxcy": [float(x) for x in k],
                         "w2c": np.eye(4).tolist()})
     if len(records) < 2:
+        shutil.rmtree(img_dir, ignore_errors=True)
         raise DataError(f"scene '{scene}' has {len(records)} frame(s); at least 2 are needed (2 context views)")
     meta = {"scene_name": scene, "frames": records,
             "import": {"source": source, "intrinsics_source": "+".join(sorted(sources)),
