@@ -153,13 +153,23 @@ def _static_objects(rng, half, cams_xz, width, count) -> tuple[list, list[tuple[
     return prims, footprints
 
 
-def _transients(rng, half, c2w, width, count, footprints) -> list[Transient]:
+def _in_view(c2w: np.ndarray, fxfycxcy: np.ndarray, height: int, width: int, points: np.ndarray) -> np.ndarray:
+    """c2w: (F, 4, 4), points: (F, 3) world -> (F,) bool: point in front of camera f and inside its image."""
+    rel = points - c2w[:, :3, 3]
+    cam = np.einsum("fji,fj->fi", c2w[:, :3, :3], rel)  # R^T (p - c)
+    z = np.maximum(cam[:, 2], 1e-6)
+    u = fxfycxcy[0] * cam[:, 0] / z + fxfycxcy[2]
+    v = fxfycxcy[1] * cam[:, 1] / z + fxfycxcy[3]
+    return (cam[:, 2] > 0.5) & (u > 0.1 * width) & (u < 0.9 * width) & (v > 0) & (v < height)
+
+
+def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints) -> list[Transient]:
     frames = len(c2w)
     cams_xz = c2w[:, [0, 2], 3]
     s = np.linspace(0.0, 1.0, frames)
     out = []
     for _ in range(count):
-        for _try in range(60):
+        for _try in range(100):
             kind = str(rng.choice(["capsule", "box"]))
             size = ((rng.uniform(0.18, 0.3), rng.uniform(1.2, 1.8), 0.0) if kind == "capsule"
                     else (rng.uniform(0.15, 0.3), rng.uniform(0.5, 0.9), rng.uniform(0.12, 0.25)))
@@ -177,6 +187,10 @@ def _transients(rng, half, c2w, width, count, footprints) -> list[Transient]:
             if np.any(np.linalg.norm(path - cams_xz, axis=1) < radius + 0.45):
                 continue
             if not _clear(path, radius, footprints, 0.05):
+                continue
+            centre = np.stack([path[:, 0], np.full(frames, 0.5 * (size[1] if kind == "capsule" else 2 * size[1])),
+                               path[:, 1]], 1)
+            if _in_view(c2w, fxfycxcy, height, width, centre).mean() < 0.6:  # mostly in the picture
                 continue
             break
         else:
@@ -206,12 +220,13 @@ def random_scene(rng: np.random.Generator, frames: int, height: int, width: int,
                 np.array([half_xz[0], size[1], half_xz[1]], dtype=np.float32),
                 [mats[0], mats[1], floor, ceiling, mats[2], mats[3]])
     kind, c2w = _camera_path(rng, half_xz, size[1], frames)
-    statics, footprints = _static_objects(rng, half_xz, c2w[:, [0, 2], 3], width, int(rng.integers(2, 6)))
     f_norm = rng.uniform(0.7, 1.3)
     fxfycxcy = np.array([f_norm * width, f_norm * width,
                          width / 2 + rng.uniform(-0.02, 0.02) * width, height / 2 + rng.uniform(-0.02, 0.02) * height])
+    statics, footprints = _static_objects(rng, half_xz, c2w[:, [0, 2], 3], width, int(rng.integers(2, 6)))
     light_dir = np.array([rng.uniform(-0.5, 0.5), 1.0, rng.uniform(-0.5, 0.5)])
     light = Light(light_dir / np.linalg.norm(light_dir),
                   np.array([rng.uniform(-0.5, 0.5) * half_xz[0], size[1] - 0.3, rng.uniform(-0.5, 0.5) * half_xz[1]]))
-    transients = _transients(rng, half_xz, c2w, width, int(rng.integers(1, 4)), footprints) if dynamic else []
+    transients = (_transients(rng, half_xz, c2w, fxfycxcy, height, width, int(rng.integers(1, 4)), footprints)
+                  if dynamic else [])
     return SceneSpec(room, statics, light, c2w, fxfycxcy, height, width, kind, transients)
