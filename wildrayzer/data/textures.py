@@ -1,7 +1,7 @@
 """Texture bank for the synthetic scenes: real photographs shipped with scikit-image plus procedural patterns.
 
 Every texture is a square float32 array ``(N, N, 3)`` in [0, 1] that tiles a surface patch of ``tile_m`` metres. ``N``
-is chosen per render resolution so that one texel is about one pixel at 2 m (a pre-filtered "mip level"), which
+is chosen per render resolution so that one texel is about one pixel at 3.5 m (a pre-filtered "mip level"), which
 keeps renders free of aliasing while texture lookups stay a cheap bilinear gather.
 """
 
@@ -71,7 +71,7 @@ def _procedural(name: str, n: int, seed: int) -> np.ndarray:
     return (c1 * (1 - t) + c2 * t).astype(np.float32)
 
 
-def texels_for_resolution(tile_m: float, width: int, ref_distance: float = 2.0) -> int:
+def texels_for_resolution(tile_m: float, width: int, ref_distance: float = 3.5) -> int:
     """Texels per tile so that one texel is about one pixel at ``ref_distance`` metres for a focal of ``width``."""
     return int(np.clip(round(tile_m * width / ref_distance), 8, 512))
 
@@ -79,7 +79,7 @@ def texels_for_resolution(tile_m: float, width: int, ref_distance: float = 2.0) 
 def make_texture(name: str, n: int, seed: int) -> np.ndarray:
     """Texture ``name`` at ``n x n`` texels -> (n, n, 3) float32 in [0, 1]; ``seed`` picks tint/crop/pattern."""
     if name in PROCEDURAL_NAMES:
-        return _procedural(name, n, seed)
+        return _band_limit(_procedural(name, n, seed))
     rng = np.random.default_rng(seed)
     img = _photo(name)
     s = img.shape[0]
@@ -90,7 +90,15 @@ def make_texture(name: str, n: int, seed: int) -> np.ndarray:
     if np.allclose(img[..., 0], img[..., 1]) and np.allclose(img[..., 1], img[..., 2]):
         tint = rng.uniform(0.45, 1.0, 3).astype(np.float32)
         img = img * tint
-    return np.clip(img, 0.0, 1.0).astype(np.float32)
+    return _band_limit(np.clip(img, 0.0, 1.0).astype(np.float32))
+
+
+def _band_limit(tex: np.ndarray, sigma: float = 0.7) -> np.ndarray:
+    """Periodic Gaussian blur (sigma in texels): removes 1-texel detail that would alias when a texel is a pixel."""
+    n = tex.shape[0]
+    tiled = np.tile(tex, (3, 3, 1))
+    blurred = cv2.GaussianBlur(tiled, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    return np.ascontiguousarray(blurred[n : 2 * n, n : 2 * n])
 
 
 def sample_bilinear(tex: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
