@@ -1,0 +1,140 @@
+"""The pseudo-mask constructor against synthetic scenes with known motion masks.
+
+Measured on seeds 0-5 at 128x128, 6 frames, EfficientNet-Lite0 features (IoU per scene):
+- default config (score_threshold 1.0): 0.79 0.48 0.39 0.96 0.96 0.88, mean 0.74; static scenes get 6 % mask pixels
+  (as many as moving scenes, whose objects cover 5 %): per-frame z-scores always have a tail above 1.0;
+- score_threshold 2.0 (RECOMMENDED): 0.96 0.99 0.08 1.00 0.97 0.99, mean 0.83; static scenes 0.9 % (max 3 %);
+  without GrabCut 0.71. Seed 2 is a dark object on a dark sky, hard for both SSIM and semantics.
+"""
+
+import statistics
+
+import pytest
+import torch
+
+from wildrayzer.config import load_config
+from wildrayzer.errors import ConfigError
+from wildrayzer.pseudolabel import build_pseudo_masks, pseudo_masks_for_batch, zscore
+from wildrayzer.pseudolabel_synth import make_scene, mask_iou
+from wildrayzer.semantic import build_semantic_backbone
+
+SEEDS = range(6)
+RECOMMENDED = ("pseudolabel.score_threshold=2.0",)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return build_semantic_backbone(load_config(None, []).semantic)
+
+
+@pytest.fixture(scope="module")
+def scenes(backbone):
+    out = {}
+    for seed in SEEDS:
+        for moving in (True, False):
+            s = make_scene(128, 6, seed, moving_object=moving)
+            s["photo_feats"], s["render_feats"] = backbone(s["photos"]), backbone(s["renders"])
+            out[seed, moving] = s
+    return out
+
+
+def _run(s, *overrides, seed=0):
+    return build_pseudo_masks(s["photos"], s["renders"], s["photo_feats"], s["render_feats"],
+                              load_config(None, list(overrides)), seed=seed)
+
+
+@pytest.fixture(scope="module")
+def runs(scenes):
+    """Constructor outputs, computed once: (config name, seed, moving) -> PseudoMasks."""
+    cache = {}
+
+    def get(name, seed, moving):
+        if (name, seed, moving) not in cache:
+            overrides = {"default": (), "recommended": RECOMMENDED,
+                         "no_grabcut": RECOMMENDED + ("pseudolabel.grabcut=false",)}[name]
+            cache[name, seed, moving] = _run(scenes[seed, moving], *overrides)
+        return cache[name, seed, moving]
+
+    return get
+
+
+def _iou(runs, scenes, name, seeds=SEEDS):
+    return [mask_iou(runs(name, seed, True).masks, scenes[seed, True]["masks"]) for seed in seeds]
+
+
+def test_zscore():
+    x = torch.randn(3, 1, 8, 8) * 5 + 2
+    z = zscore(x)
+    torch.testing.assert_close(z.flatten(1).mean(1), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.flatten(1).std(1), torch.ones(3), atol=1e-4, rtol=0)
+
+
+def test_iou_against_ground_truth(runs, scenes):
+    default = _iou(runs, scenes, "default")
+    assert statistics.mean(default) >= 0.65, default
+    recommended = _iou(runs, scenes, "recommended")
+    assert statistics.mean(recommended) >= 0.75, recommended
+    assert sorted(recommended)[1] >= 0.9, recommended  # all but the one hard scene are nearly exact
+
+
+def test_grabcut_snaps_to_the_object(runs, scenes):
+    seeds = (0, 1, 3, 4)  # not the hard scene 2, where the coarse mask is mostly wrong and GrabCut cannot help
+    with_gc, without = _iou(runs, scenes, "recommended", seeds), _iou(runs, scenes, "no_grabcut", seeds)
+    assert all(a > b + 0.05 for a, b in zip(with_gc, without)), (with_gc, without)
+
+
+def test_static_scenes_get_small_masks(runs):
+    static = [runs("recommended", seed, False).masks.mean().item() for seed in SEEDS]
+    moving = [runs("recommended", seed, True).masks.mean().item() for seed in SEEDS]
+    assert max(static) < 0.05, static
+    assert statistics.mean(moving) > 4 * statistics.mean(static), (moving, static)
+
+
+def test_cosegmentation_finds_the_moving_object(runs, scenes):
+    """Dynamic clusters lie on the object (precision) and cover much of it; static scenes get far fewer."""
+    for seed in (0, 1, 3, 4, 5):
+        co, gt = runs("recommended", seed, True).cosegment, scenes[seed, True]["masks"] > 0
+        assert (co & gt).sum() >= 0.8 * co.sum(), seed
+        assert (co & gt).sum() >= 0.4 * gt.sum(), seed
+    moving = sum(runs("recommended", seed, True).cosegment.sum().item() for seed in SEEDS)
+    static = sum(runs("recommended", seed, False).cosegment.sum().item() for seed in SEEDS)
+    assert static < 0.3 * moving, (static, moving)
+
+
+def test_outputs_and_reliability(scenes):
+    s = dict(scenes[0, True])
+    renders = s["renders"].clone()
+    renders[2] = 1.0 - renders[2]  # a failed render: wrong everywhere
+    s["renders"] = renders
+    out = _run(s)
+    assert out.masks.shape == (6, 1, 128, 128) and out.masks.dtype == torch.float32
+    assert set(out.masks.unique().tolist()) <= {0.0, 1.0}
+    assert out.scores.shape == (6, 1, 128, 128)
+    assert out.psnr[2] < 17.0 and (out.psnr[[0, 1, 3, 4, 5]] > 17.0).all()
+    assert out.reliable.tolist() == [True, True, False, True, True, True]
+    # The filter threshold comes from training.psnr_filter_threshold.
+    assert not _run(s, "training.psnr_filter_threshold=60").reliable.any()
+
+
+def test_deterministic(scenes, runs):
+    a, b = runs("default", 1, True), _run(scenes[1, True])
+    assert torch.equal(a.masks, b.masks) and torch.equal(a.dynamic_clusters, b.dynamic_clusters)
+
+
+def test_semantic_none_is_rejected(scenes):
+    s = scenes[0, True]
+    with pytest.raises(ConfigError, match="semantic.backbone"):
+        build_pseudo_masks(s["photos"], s["renders"], s["photos"][:, :0], s["renders"][:, :0], load_config(None, []))
+
+
+def test_batch_function_matches_per_scene(scenes, backbone):
+    cfg = load_config(None, [])
+    a, b = scenes[3, True], scenes[4, False]
+    renders = torch.stack([a["renders"][:4], b["renders"][:4]])
+    targets = torch.stack([a["photos"][:4], b["photos"][:4]])
+    masks, reliable = pseudo_masks_for_batch(renders, targets, backbone, cfg)
+    assert masks.shape == (2, 4, 1, 128, 128) and reliable.shape == (2, 4) and reliable.dtype == torch.bool
+    for i, s in enumerate((a, b)):
+        ref = build_pseudo_masks(s["photos"][:4], s["renders"][:4], s["photo_feats"][:4], s["render_feats"][:4], cfg)
+        assert torch.equal(masks[i], ref.masks)
+        assert torch.equal(reliable[i], ref.reliable)

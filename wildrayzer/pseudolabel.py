@@ -1,0 +1,176 @@
+"""Pseudo-motion masks: where a frozen static (stage-1) render disagrees with the photo, something moved.
+
+Per scene (T target photos and their static renders, plus semantic features of both):
+
+1. dissimilarity maps: SSIM (1 - SSIM, window ``pseudolabel.ssim_window``) and semantic (1 - cosine of backbone
+   features, upsampled to full resolution); each z-scored per frame (mean / std over the frame's pixels: a frame
+   whose render is poor everywhere is not all "moving"), combined ``semantic_weight * sem + ssim_weight * ssim``;
+2. co-segmentation (:mod:`wildrayzer.cosegment`): k-means (``kmeans_k``, ``kmeans_iters``, seeded) on the photos'
+   semantic features pooled over the scene; clusters in the top ``top_cluster_fraction`` by mean score that are
+   flagged (mean score > ``score_threshold``) in at least ``min_frame_votes`` frames are dynamic;
+3. candidate mask = pixels with score > ``score_threshold``, grown into the connected regions of dynamic clusters
+   they touch (completing objects whose interior matches poorly); morphological opening then closing
+   (``morph_kernel``);
+4. GrabCut (OpenCV, ``grabcut_iters``) seeded by the mask: its erosion is sure foreground, the rest of it probable
+   foreground, a band of ``morph_kernel`` pixels around it probable background, everything else sure background;
+5. reliability: the render's PSNR against the photo must reach ``training.psnr_filter_threshold``, otherwise the
+   frame is marked unreliable (it should contribute no mask loss).
+
+All functions are pure (tensors in, tensors out); the CLI (:mod:`wildrayzer.pseudolabel_cli`) adds I/O and caching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+from .cosegment import cosegment
+from .errors import ConfigError
+from .image_ops import psnr, ssim_map
+
+
+@dataclass
+class PseudoMasks:
+    masks: Tensor  # (T, 1, H, W) float32 in {0, 1}; 1 = moving
+    scores: Tensor  # (T, 1, H, W) combined z-scored dissimilarity
+    reliable: Tensor  # (T,) bool: render PSNR >= training.psnr_filter_threshold
+    psnr: Tensor  # (T,) dB, static render vs photo
+    dynamic_clusters: Tensor  # (D,) int64 ids of the clusters the co-segmentation judged dynamic
+    cosegment: Tensor  # (T, 1, H, W) bool: pixels of dynamic clusters in the frames where they are flagged
+
+
+def zscore(x: Tensor, eps: float = 1e-6) -> Tensor:
+    """Per-frame z-score. x: (T, 1, H, W) -> (T, 1, H, W), (x - mean) / (std + eps) over each frame's pixels."""
+    flat = rearrange(x, "t c h w -> t (c h w)")
+    z = (flat - flat.mean(dim=1, keepdim=True)) / (flat.std(dim=1, keepdim=True) + eps)
+    return z.view_as(x)
+
+
+def dissimilarity_scores(photos: Tensor, renders: Tensor, photo_feats: Tensor, render_feats: Tensor,
+                         pl_cfg) -> Tensor:
+    """photos, renders: (T, 3, H, W) in [0, 1]; photo_feats, render_feats: (T, C, h, w)
+    -> combined score (T, 1, H, W) = semantic_weight * z(1 - cos) + ssim_weight * z(1 - SSIM)."""
+    height, width = photos.shape[-2:]
+    ssim_d = 1.0 - ssim_map(photos.float(), renders.float(), window=int(pl_cfg.ssim_window))
+    cos = (F.normalize(photo_feats.float(), dim=1, eps=1e-6) * F.normalize(render_feats.float(), dim=1, eps=1e-6))
+    sem_d = F.interpolate(1.0 - cos.sum(1, keepdim=True), size=(height, width), mode="bilinear",
+                          align_corners=False)
+    return pl_cfg.semantic_weight * zscore(sem_d) + pl_cfg.ssim_weight * zscore(ssim_d)
+
+
+def _ellipse(size: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+
+
+def grow_into_clusters(cluster_mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Connected regions of ``cluster_mask`` that touch a seed pixel, united with the seeds.
+
+    cluster_mask, seeds: (H, W) uint8 {0, 1} -> (H, W) uint8 {0, 1}. A dynamic cluster may also cover static
+    things of the same appearance elsewhere in the frame; only its regions that the dissimilarity supports count.
+    """
+    n, comp = cv2.connectedComponents(cluster_mask, connectivity=8)
+    if n <= 1:
+        return seeds
+    keep = np.zeros(n, bool)
+    keep[np.unique(comp[seeds > 0])] = True
+    keep[0] = False
+    return (keep[comp] | (seeds > 0)).astype(np.uint8)
+
+
+def morphology(mask: np.ndarray, kernel: int) -> np.ndarray:
+    """mask: (H, W) uint8 {0, 1} -> opened then closed with an elliptic ``kernel`` x ``kernel`` element."""
+    if kernel <= 1:
+        return mask
+    el = _ellipse(kernel)
+    return cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, el), cv2.MORPH_CLOSE, el)
+
+
+def grabcut_refine(photo: np.ndarray, mask: np.ndarray, band: int, iters: int) -> np.ndarray:
+    """Snap a coarse mask to image boundaries with GrabCut, seeded by the mask itself.
+
+    photo: (H, W, 3) uint8; mask: (H, W) uint8 {0, 1} -> (H, W) uint8 {0, 1}. Sure foreground = mask eroded by
+    ``band``; probable foreground = the rest of the mask; probable background = ``band`` pixels around it; sure
+    background elsewhere, so the result can only move within that band. GrabCut runs on the band's bounding box.
+    """
+    if mask.sum() == 0 or iters <= 0:
+        return mask
+    el = _ellipse(2 * band + 1)
+    outer = cv2.dilate(mask, el)
+    if outer.all():  # no sure background left to learn a background model from
+        return mask
+    gc = np.full(mask.shape, cv2.GC_BGD, np.uint8)
+    gc[outer > 0] = cv2.GC_PR_BGD
+    gc[mask > 0] = cv2.GC_PR_FGD
+    gc[cv2.erode(mask, el) > 0] = cv2.GC_FGD
+    ys, xs = np.nonzero(outer)
+    h, w = mask.shape
+    y0, y1 = max(ys.min() - band, 0), min(ys.max() + band + 1, h)
+    x0, x1 = max(xs.min() - band, 0), min(xs.max() + band + 1, w)
+    crop = np.ascontiguousarray(gc[y0:y1, x0:x1])
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)  # GrabCut initialises its colour models with k-means: keep it deterministic
+    try:
+        cv2.grabCut(np.ascontiguousarray(photo[y0:y1, x0:x1]), crop, None, bgd, fgd, int(iters),
+                    cv2.GC_INIT_WITH_MASK)
+    except cv2.error:  # e.g. too few samples of one side for a colour model: keep the coarse mask
+        return mask
+    out = np.zeros_like(mask)
+    out[y0:y1, x0:x1] = ((crop == cv2.GC_FGD) | (crop == cv2.GC_PR_FGD)).astype(np.uint8)
+    return out
+
+
+def build_pseudo_masks(photos: Tensor, renders: Tensor, photo_feats: Tensor, render_feats: Tensor, cfg,
+                       seed: int = 0) -> PseudoMasks:
+    """The pseudo-mask constructor for one scene (see the module docstring).
+
+    photos, renders: (T, 3, H, W) in [0, 1]; photo_feats, render_feats: (T, C, h, w) from the same frozen semantic
+    backbone; ``cfg`` the full config (``pseudolabel`` and ``training.psnr_filter_threshold`` are read).
+    """
+    pl = cfg.pseudolabel
+    if photos.shape != renders.shape or photos.ndim != 4:
+        raise ValueError(f"photos {tuple(photos.shape)} and renders {tuple(renders.shape)} must both be (T, 3, H, W)")
+    if photo_feats.shape[1] == 0:
+        raise ConfigError("pseudo-masks need semantic features but semantic.backbone=none; set "
+                          "semantic.backbone=efficientnet_lite0 (offline) or dinov3")
+    photos, renders = photos.detach().float().cpu(), renders.detach().float().cpu().clamp(0, 1)
+    photo_feats, render_feats = photo_feats.detach().float().cpu(), render_feats.detach().float().cpu()
+    scores = dissimilarity_scores(photos, renders, photo_feats, render_feats, pl)
+    coseg, dynamic = cosegment(photo_feats, scores, pl.kmeans_k, pl.kmeans_iters, pl.top_cluster_fraction,
+                               pl.score_threshold, pl.min_frame_votes, seed)
+    high = (scores > pl.score_threshold).numpy().astype(np.uint8)
+    coseg_np = coseg.numpy().astype(np.uint8)
+    images = (rearrange(photos, "t c h w -> t h w c").clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
+    masks = []
+    for t in range(photos.shape[0]):
+        m = morphology(grow_into_clusters(coseg_np[t, 0], high[t, 0]), int(pl.morph_kernel))
+        if pl.grabcut:
+            m = grabcut_refine(images[t], m, band=max(int(pl.morph_kernel), 1), iters=int(pl.grabcut_iters))
+        masks.append(torch.from_numpy(m))
+    render_psnr = psnr(renders, photos)
+    return PseudoMasks(masks=torch.stack(masks)[:, None].float(), scores=scores,
+                       reliable=render_psnr >= cfg.training.psnr_filter_threshold, psnr=render_psnr,
+                       dynamic_clusters=dynamic, cosegment=coseg)
+
+
+@torch.no_grad()
+def pseudo_masks_for_batch(renders: Tensor, targets: Tensor, backbone, cfg, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """In-loop pseudo-labels. renders, targets: (B, T, 3, H, W) in [0, 1] (renders from the frozen static model);
+    ``backbone`` a frozen :class:`~wildrayzer.semantic.SemanticBackbone` -> masks (B, T, 1, H, W) float32 in {0, 1},
+    reliable (B, T) bool, on the inputs' device. Each batch item is one scene for the co-segmentation."""
+    b, t = targets.shape[:2]
+    if renders.shape != targets.shape:
+        raise ValueError(f"renders {tuple(renders.shape)} and targets {tuple(targets.shape)} must match")
+    both = rearrange(torch.stack([targets, renders.clamp(0, 1)]), "two b t c h w -> (two b t) c h w")
+    feats = rearrange(backbone(both.float()), "(two b t) c h w -> two b t c h w", two=2, b=b)
+    masks, reliable = [], []
+    for i in range(b):
+        out = build_pseudo_masks(targets[i], renders[i], feats[0, i], feats[1, i], cfg, seed=seed)
+        masks.append(out.masks)
+        reliable.append(out.reliable)
+    return torch.stack(masks).to(targets.device), torch.stack(reliable).to(targets.device)
