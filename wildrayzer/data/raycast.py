@@ -163,7 +163,7 @@ class Sphere:
 
     def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
         oc = o - self.center
-        return _near_root(_dot(d, d), 2 * (d @ oc), np.full(len(d), oc @ oc - self.radius**2)).astype(np.float32)
+        return _near_root(_dot(d, d), 2 * (d @ oc), np.full(len(d), oc @ oc - self.radius**2, dtype=np.float32))
 
     def surface(self, p: np.ndarray):
         q = p - self.center
@@ -181,6 +181,10 @@ class Light:
     directional: float = 0.35
     point_gain: float = 0.6
 
+    def __post_init__(self):  # float32 keeps shading in single precision
+        self.direction = np.asarray(self.direction, dtype=np.float32)
+        self.point = np.asarray(self.point, dtype=np.float32)
+
 
 def camera_rays(c2w: np.ndarray, fxfycxcy: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """c2w: (4, 4), fxfycxcy: (4,) -> origin (3,), world directions (H*W, 3) with camera-frame z = 1."""
@@ -194,12 +198,14 @@ def camera_rays(c2w: np.ndarray, fxfycxcy: np.ndarray, height: int, width: int) 
 
 def cast(prims: list, o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest hit over ``prims``. o: (3,), d: (M, 3) -> t (M,) (inf = miss), index of the hit primitive (M,)."""
-    if not prims:
-        return np.full(len(d), INF, dtype=np.float32), np.full(len(d), -1, dtype=np.int64)
-    ts = np.stack([p.intersect(o, d) for p in prims], 0)
-    idx = np.argmin(ts, axis=0)
-    t = np.take_along_axis(ts, idx[None], 0)[0]
-    return t, np.where(np.isfinite(t), idx, -1)
+    t_best = np.full(len(d), INF, dtype=np.float32)
+    idx = np.full(len(d), -1, dtype=np.int64)
+    for k, prim in enumerate(prims):  # running minimum: ties go to the earlier primitive
+        t = prim.intersect(o, d)
+        closer = t < t_best
+        t_best = np.where(closer, t, t_best)
+        idx[closer] = k
+    return t_best, idx
 
 
 def shade(prims: list, light: Light, o: np.ndarray, d: np.ndarray, t: np.ndarray, idx: np.ndarray) -> np.ndarray:
