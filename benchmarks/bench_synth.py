@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_synth.py [--res 128] [--scenes 4] [--frames 24] [--workers 1]
 
 Generates ``scenes`` static + ``scenes`` dynamic training scenes (everything written to disk: images, depth and, for
-dynamic scenes, clean images and masks) into a temporary directory and reports frames per second.
+dynamic scenes, clean images and masks) into a temporary directory and reports wall-clock frames per second, and
+frames per CPU second of this process (meaningful when other jobs share the cores; see ``load_average_1m``).
 """
 
 from __future__ import annotations
@@ -37,12 +38,17 @@ def main() -> None:
     for i in range(args.frames):
         render_frame(spec, i)
     render_only = args.frames / (time.perf_counter() - t0)
+    cpu0 = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         summary = generate(tmp, params, workers=args.workers, progress=False)
+    cpu = time.process_time() - cpu0  # this process only (workers > 1 run in children)
     print(json.dumps({
         "benchmark": "synth", "res": args.res, "frames": summary["frames"], "workers": args.workers,
         "seconds": summary["seconds"], "frames_per_s": summary["frames_per_s"],
         "render_only_dynamic_frames_per_s": round(render_only, 1),
+        "cpu_seconds": round(cpu, 3), "frames_per_cpu_s": round(summary["frames"] / max(cpu, 1e-9), 1) if
+        args.workers == 1 else None,
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version(), "numpy": np.__version__},
     }))

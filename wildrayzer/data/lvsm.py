@@ -199,13 +199,12 @@ class LVSMDataset(Dataset):
         self.epoch = int(epoch)
 
     def _rng(self, index: int) -> np.random.Generator:
+        """Per-draw generator from (seed, epoch, index, worker seed, draw count): reproducible for a seeded main
+        process (DataLoader derives worker seeds from it), and different on every draw of the same index."""
         info = get_worker_info()
-        if info is not None:  # DataLoader draws a fresh base seed per epoch from the (seeded) main-process RNG
-            stream = torch.initial_seed() % (1 << 63)
-        else:
-            stream = self._draws
-            self._draws += 1
-        return np.random.default_rng([self.seed, self.epoch, index, stream])
+        worker_seed = torch.initial_seed() % (1 << 63) if info is not None else 0
+        self._draws += 1
+        return np.random.default_rng([self.seed, self.epoch, index, worker_seed, self._draws])
 
     def sample_views(self, num_frames: int, rng: np.random.Generator | None) -> tuple[list[int], list[int]]:
         """Context + target frame indices. ``rng=None`` -> deterministic evenly spread choice (eval)."""
