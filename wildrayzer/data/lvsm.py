@@ -195,16 +195,21 @@ class LVSMDataset(Dataset):
 
     # ---------------------------------------------------------------- sampling
     def set_epoch(self, epoch: int) -> None:
-        """Make training view sampling a function of (seed, epoch, index[, worker seed])."""
+        """Pin training view sampling to a pure function of (seed, epoch, index): identical in any worker and after a
+        resume, which is what a trainer with a per-epoch permutation sampler wants."""
         self.epoch = int(epoch)
+        self._epoch_pinned = True
 
     def _rng(self, index: int) -> np.random.Generator:
-        """Per-draw generator from (seed, epoch, index, worker seed, draw count): reproducible for a seeded main
-        process (DataLoader derives worker seeds from it), and different on every draw of the same index."""
+        """Per-draw generator. After :meth:`set_epoch`: from (seed, epoch, index). Otherwise every draw differs: from
+        (seed, index, worker seed, draw count), reproducible for a seeded main process (DataLoader derives the worker
+        seeds from it) and the same access order."""
+        if getattr(self, "_epoch_pinned", False):
+            return np.random.default_rng([self.seed, self.epoch, index])
         info = get_worker_info()
         worker_seed = torch.initial_seed() % (1 << 63) if info is not None else 0
         self._draws += 1
-        return np.random.default_rng([self.seed, self.epoch, index, worker_seed, self._draws])
+        return np.random.default_rng([self.seed, 1 << 32, index, worker_seed, self._draws])
 
     def sample_views(self, num_frames: int, rng: np.random.Generator | None) -> tuple[list[int], list[int]]:
         """Context + target frame indices. ``rng=None`` -> deterministic evenly spread choice (eval)."""
