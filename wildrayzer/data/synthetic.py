@@ -174,7 +174,9 @@ def generate(out: str | Path, params: SynthParams = SynthParams(), workers: int 
             tasks += [(str(split_dir), kind, split, i, params) for i in range(count)]
     bar = tqdm(total=len(tasks) * params.frames, unit="frame", desc="synth", disable=not progress)
     if workers > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
+        # fork (as DataLoader workers do on Linux): children inherit the imported modules instead of re-importing
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        with mp.get_context(method).Pool(workers) as pool:
             for _, n in pool.imap_unordered(_scene_task, tasks):
                 bar.update(n)
     else:
@@ -183,6 +185,8 @@ def generate(out: str | Path, params: SynthParams = SynthParams(), workers: int 
     bar.close()
     for split_dir, kind, split, names in groups:
         _write_lists(split_dir, names, kind, split, params)
+    if (out / "coco").exists():
+        shutil.rmtree(out / "coco")
     write_synthetic_coco(out / "coco", params.coco_images, params.seed)
     seconds = time.perf_counter() - t0
     summary = {"frames": len(tasks) * params.frames, "scenes": len(tasks), "seconds": round(seconds, 3),
