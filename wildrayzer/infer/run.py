@@ -1,0 +1,147 @@
+"""``inference.py`` / ``wildrayzer infer``: evaluate a checkpoint on a test split and write the results page.
+
+Per scene (``<inference_out_root>/<scene>/``): inputs, predicted motion masks (PNG + overlay), rendered targets, GT
+targets, error maps, ``cameras.json`` (predicted, LVSM-compatible), ``metrics.json``; optional Plücker visualisations
+and a video. Each scene is written into a temporary folder and renamed when complete, so an interrupted run leaves no
+half-written scene; re-running skips finished scenes. Under torchrun scenes are sharded over ranks and rank 0 merges
+the metrics (``metrics.json``), prints the table and writes ``index.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from .metrics import MetricsAggregator, format_metrics_table
+from .scene_io import SCENE_RECORD, write_scene
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_scene_dirname(name: str, taken: set[str]) -> str:
+    """A folder name made of [A-Za-z0-9._-] that cannot leave the output root and is unique within ``taken``."""
+    base = _SAFE.sub("_", name).strip("._") or "scene"
+    base = base[:96]
+    out, i = base, 1
+    while out in taken:
+        out, i = f"{base}_{i}", i + 1
+    taken.add(out)
+    return out
+
+
+def check_output_root(out_root: Path, data_root: Path) -> None:
+    """The output root must be writable and must not sit inside the dataset."""
+    o, d = out_root.resolve(), data_root.resolve()
+    if o == d or d in o.parents:
+        raise UserError(f"inference_out_root={out_root} lies inside the dataset {data_root}; choose a folder outside "
+                        "the data directory (e.g. experiments/evaluation/<name>)")
+    try:
+        o.mkdir(parents=True, exist_ok=True)
+        probe = o / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"inference_out_root={out_root} is not writable ({e.strerror}); choose another "
+                        "folder") from None
+
+
+def run_inference(cfg, progress: bool = True) -> dict:
+    """Evaluate ``cfg.inference.model_path`` on ``cfg.data`` (eval mode). Returns the summary (rank 0)."""
+    from ..data import build_dataset
+    from ..train.distributed import barrier, cleanup, gather_objects, init_distributed
+    from .lpips import maybe_load_lpips
+    from .pipeline import Pipeline, check_checkpoint_exists
+
+    out_root = Path(cfg.inference_out_root)
+    check_checkpoint_exists(cfg.inference.model_path)
+    check_output_root(out_root, Path(cfg.data.root))
+    info = init_distributed(cfg.inference.device)
+    try:
+        pipe = Pipeline.load(cfg.inference.model_path, expected_cfg=cfg, device=cfg.inference.device,
+                             semantic_cfg=cfg.semantic)
+        pipe.device = info.device if hasattr(info, "device") else pipe.device
+        pipe.model.to(pipe.device)
+        if pipe.semantic is not None:
+            pipe.semantic.to(pipe.device)
+        lpips_model = maybe_load_lpips(cfg.inference.lpips_weights_path or None)
+        if lpips_model is not None:
+            lpips_model = lpips_model.to(pipe.device).eval()
+        dataset = build_dataset(cfg, "eval")
+        n = len(dataset) if cfg.inference.max_scenes <= 0 else min(len(dataset), cfg.inference.max_scenes)
+        if n == 0:
+            raise UserError(f"no evaluation scenes found under {cfg.data.root}/{cfg.data.split}")
+        names = [dataset.scenes[dataset.items[i][0]].name for i in range(n)]
+        taken: set[str] = set()
+        dirs = [safe_scene_dirname(s, taken) for s in names]
+        mine = list(range(info.rank, n, info.world_size))
+        bar = _progress(mine, progress and info.is_main, "scenes")
+        for i in bar:
+            if (out_root / dirs[i] / SCENE_RECORD).is_file():
+                continue  # finished by an earlier run
+            item = dataset[i]
+            if item["scene"] != names[i]:  # data.on_error=skip replaced a broken sample by another one
+                print(f"warning: scene {names[i]} could not be loaded; left out", file=sys.stderr)
+                continue
+            write_scene(pipe, item, out_root, dirs[i], cfg, lpips_model)
+        barrier(info)
+        gather_objects(None, info)
+        if not info.is_main:
+            return {}
+        return finalize(out_root, dirs, cfg)
+    finally:
+        cleanup()
+
+
+def finalize(out_root: Path, dirs: list[str], cfg) -> dict:
+    """Merge per-scene records into ``metrics.json``, print the table and write ``index.html``."""
+    from .report import write_report
+
+    agg = MetricsAggregator()
+    scenes = []
+    for d in dirs:
+        if not (out_root / d / SCENE_RECORD).is_file():
+            continue
+        rec = json.loads((out_root / d / SCENE_RECORD).read_text())
+        agg.add(rec["name"], rec["metrics"])
+        scenes.append(rec)
+    summary = agg.summary()
+    summary["checkpoint"] = str(cfg.inference.model_path)
+    summary["num_scenes"] = len(scenes)
+    tmp = out_root / "metrics.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out_root / "metrics.json")
+    print(format_metrics_table(summary["mean"], summary.get("count")))
+    if cfg.inference.make_report:
+        write_report(out_root, summary, scenes)
+        print(f"report: {(out_root / 'index.html').resolve()}")
+    return summary
+
+
+def _progress(items, enabled: bool, unit: str):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, unit=unit, dynamic_ncols=True, file=sys.stderr)
+
+
+def clear_partial(out_root: Path) -> None:
+    """Remove temporary scene folders left by a killed run."""
+    for p in out_root.glob(".tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    from ..cli import parse_config_args
+
+    cfg = parse_config_args(argv, "wildrayzer infer", "Evaluate a checkpoint and write the HTML report")
+    torch.set_grad_enabled(False)
+    run_inference(cfg)
+    return 0
