@@ -1,0 +1,116 @@
+"""Stage 2: the stage-1 model is frozen; only the motion-mask estimator trains, against pseudo-motion masks.
+
+Per batch: the frozen model renders the targets (static scene from the context views, no token masking); the
+pseudo-mask constructor compares renders and photos (semantic + SSIM dissimilarity, co-segmentation, GrabCut) and
+the estimator, run over all views, is supervised by BCE on the targets, skipping targets whose static render is too
+poor to trust (``training.psnr_filter_threshold``). Copy-paste masks (when ``copy_paste.enabled``) join the labels.
+Ground-truth masks in the batch are never read: the method is self-supervised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..losses import mask_bce_loss
+from .stages import register_stage, trainable_modules
+
+
+def check_supervision(cfg) -> None:
+    """Turning pseudo-labels off must never silently zero the mask loss."""
+    if not cfg.model.use_motion_mask:
+        raise ConfigError(f"training.stage={cfg.training.stage} needs the motion estimator: set "
+                          "model.use_motion_mask=true")
+    if not cfg.model.use_dinov3_pseudolabel and not cfg.copy_paste.enabled:
+        raise ConfigError("the motion estimator has no supervision: model.use_dinov3_pseudolabel=false and "
+                          "copy_paste.enabled=false. Enable pseudo-labels or copy-paste (or both)")
+    if cfg.model.use_dinov3_pseudolabel and cfg.semantic.backbone == "none":
+        raise ConfigError("model.use_dinov3_pseudolabel=true needs semantic features: set semantic.backbone="
+                          "efficientnet_lite0 (offline) or dinov3")
+
+
+class MotionStageBase:
+    """Shared by stages 2 and 3: frozen semantic backbone, pseudo-labels, BCE."""
+
+    number = 0
+
+    def __init__(self):
+        self.semantic = None
+        self.mask_weight = 1.0
+
+    def semantic_dim(self, cfg) -> int:
+        from ..semantic import build_semantic_backbone
+
+        if self.semantic is None:
+            self.semantic = build_semantic_backbone(cfg.semantic)
+        return int(self.semantic.out_dim)
+
+    def trainable(self, model: nn.Module) -> list[str]:
+        return trainable_modules(model, self.number)
+
+    def setup(self, cfg, device: torch.device, log: Callable[[str], None]) -> None:
+        check_supervision(cfg)
+        self.semantic_dim(cfg)
+        self.semantic = self.semantic.to(device)
+        self.mask_weight = float(cfg.training.mask_distill_loss_weight)
+        log(f"stage {self.number}: semantic backbone {cfg.semantic.backbone} ({self.semantic.out_dim} channels); "
+            f"pseudo-labels {'on' if cfg.model.use_dinov3_pseudolabel else 'OFF'}; copy-paste "
+            f"{'on' if cfg.copy_paste.enabled else 'off'}; PSNR filter {cfg.training.psnr_filter_threshold} dB")
+
+    def features(self, images: Tensor) -> Tensor:
+        """images: (B, V, 3, H, W) -> (B, V, C, h, w) frozen semantic features."""
+        b, v = images.shape[:2]
+        f = self.semantic(images.flatten(0, 1))
+        return f.view(b, v, *f.shape[1:])
+
+    @torch.no_grad()
+    def labels(self, static_renders: Tensor | None, batch: dict, cfg) -> tuple[Tensor, Tensor]:
+        """-> mask labels (B, V, 1, H, W) and validity (B, V) for every view. Targets get pseudo-masks (when on)
+        united with their paste masks; context views are labelled only where something was pasted on them (a
+        context view's own transients cannot be pseudo-labelled: its render reproduces them)."""
+        from ..pseudolabel import pseudo_masks_for_batch
+
+        images = batch["images"]
+        vc = cfg.model.num_context_views
+        b, v, _, h, w = images.shape
+        labels = images.new_zeros(b, v, 1, h, w)
+        valid = torch.zeros(b, v, dtype=torch.bool, device=images.device)
+        paste = batch.get("paste_masks")
+        if cfg.model.use_dinov3_pseudolabel:
+            masks, reliable = pseudo_masks_for_batch(static_renders, images[:, vc:], self.semantic, cfg)
+            labels[:, vc:] = masks.to(labels)
+            valid[:, vc:] = reliable.to(valid.device)
+        if paste is not None:
+            labels = torch.maximum(labels, paste.to(labels))
+            pasted = paste.flatten(2).amax(-1) > 0  # (B, V)
+            if cfg.model.use_dinov3_pseudolabel:
+                valid = valid | pasted.to(valid.device)
+            else:  # copy-paste is the only supervision: every view with a known paste mask is labelled
+                valid = torch.ones_like(valid)
+        return labels, valid
+
+    def mask_loss(self, out: dict) -> tuple[Tensor, dict[str, Tensor]]:
+        bce, logs = mask_bce_loss(out["motion_logits"], out["mask_labels"], out["mask_valid"])
+        return self.mask_weight * bce, logs
+
+
+class Stage2MotionMask(MotionStageBase):
+    number = 2
+
+    def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
+        images = batch["images"]
+        feats = self.features(images)
+        out = model(images, cfg.model.num_context_views, semantic_feats=feats, motion_all_views=True,
+                    apply_mae=False)
+        labels, valid = self.labels(out["renders"].detach(), batch, cfg)
+        out["mask_labels"], out["mask_valid"] = labels, valid
+        return out
+
+    def compute_losses(self, batch: dict, out: dict, cfg) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.mask_loss(out)
+
+
+register_stage(2, Stage2MotionMask)
