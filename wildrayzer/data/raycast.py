@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .textures import sample_bilinear
+from .textures import sample_padded, wrap_pad
 
 EPS = 1e-4
 INF = np.float32(np.inf)
@@ -22,6 +22,14 @@ INF = np.float32(np.inf)
 class Material:
     texture: np.ndarray  # (N, N, 3) float32 in [0, 1]
     tile_m: float  # metres covered by one texture tile
+
+    def __post_init__(self):
+        self.padded = wrap_pad(self.texture)  # (N + 1, N + 1, 3)
+
+    def sample(self, uv: np.ndarray) -> np.ndarray:
+        """uv: (M, 2) surface coordinates in metres -> albedo (M, 3)."""
+        scale = self.texture.shape[0] / self.tile_m
+        return sample_padded(self.padded, uv[:, 0] * scale, uv[:, 1] * scale)
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -218,9 +226,7 @@ def shade(prims: list, light: Light, o: np.ndarray, d: np.ndarray, t: np.ndarray
         p = o + t[sel, None] * d[sel]
         normal, uv, face = prim.surface(p)
         if len(prim.materials) == 1:
-            mat = prim.materials[0]
-            n = mat.texture.shape[0]
-            albedo = sample_bilinear(mat.texture, uv[:, 0] * (n / mat.tile_m), uv[:, 1] * (n / mat.tile_m))
+            albedo = prim.materials[0].sample(uv)
         else:
             albedo = np.empty((sel.size, 3), dtype=np.float32)
             order = np.argsort(face, kind="stable")
@@ -228,8 +234,7 @@ def shade(prims: list, light: Light, o: np.ndarray, d: np.ndarray, t: np.ndarray
             for f, mat in enumerate(prim.materials):
                 m = order[bounds[f] : bounds[f + 1]]
                 if m.size:
-                    n = mat.texture.shape[0]
-                    albedo[m] = sample_bilinear(mat.texture, uv[m, 0] * (n / mat.tile_m), uv[m, 1] * (n / mat.tile_m))
+                    albedo[m] = mat.sample(uv[m])
         to_light = light.point - p
         dist2 = _dot(to_light, to_light)
         lam_p = np.maximum(_dot(normal, to_light) / np.sqrt(np.maximum(dist2, 1e-9)), 0.0)

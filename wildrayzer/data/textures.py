@@ -101,20 +101,34 @@ def _band_limit(tex: np.ndarray, sigma: float = 0.7) -> np.ndarray:
     return np.ascontiguousarray(blurred[n : 2 * n, n : 2 * n])
 
 
+def wrap_pad(tex: np.ndarray) -> np.ndarray:
+    """tex (N, N, 3) -> (N + 1, N + 1, 3) with its first row and column appended, for :func:`sample_padded`."""
+    padded = np.concatenate([tex, tex[:1]], axis=0)
+    return np.ascontiguousarray(np.concatenate([padded, padded[:, :1]], axis=1), dtype=np.float32)
+
+
+def sample_padded(padded: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Wrap-around bilinear lookup of an (N, N) texture given as ``wrap_pad(tex)`` (N + 1, N + 1, 3).
+
+    u, v: (M,) in texel units, texel k's centre at k + 0.5 -> (M, 3)."""
+    n = padded.shape[0] - 1
+    u = u.astype(np.float32) - np.float32(0.5)
+    v = v.astype(np.float32) - np.float32(0.5)
+    u = u - np.float32(n) * np.floor(u * np.float32(1.0 / n))  # wrap into [0, n]
+    v = v - np.float32(n) * np.floor(v * np.float32(1.0 / n))
+    i0 = np.minimum(u.astype(np.int32), n - 1)
+    j0 = np.minimum(v.astype(np.int32), n - 1)
+    fu = (u - i0)[:, None]
+    fv = (v - j0)[:, None]
+    flat = padded.reshape(-1, 3)
+    k = j0 * (n + 1) + i0
+    top = flat[k]
+    top += (flat[k + 1] - top) * fu
+    bot = flat[k + n + 1]
+    bot += (flat[k + n + 2] - bot) * fu
+    return top + (bot - top) * fv
+
+
 def sample_bilinear(tex: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Wrap-around bilinear lookup. tex: (N, N, 3); u, v: (M,) in texel units (texel centres at k + 0.5) -> (M, 3)."""
-    n = tex.shape[0]
-    flat = tex.reshape(n * n, 3)
-    u = u.astype(np.float32) - 0.5
-    v = v.astype(np.float32) - 0.5
-    u0 = np.floor(u)
-    v0 = np.floor(v)
-    fu = (u - u0)[:, None]
-    fv = (v - v0)[:, None]
-    i0 = u0.astype(np.int64) % n
-    j0 = (v0.astype(np.int64) % n) * n
-    i1 = (i0 + 1) % n
-    j1 = (j0 + n) % (n * n)
-    top = flat[j0 + i0] * (1 - fu) + flat[j0 + i1] * fu
-    bot = flat[j1 + i0] * (1 - fu) + flat[j1 + i1] * fu
-    return top + fv * (bot - top)
+    return sample_padded(wrap_pad(tex), u, v)
