@@ -174,3 +174,12 @@ def pseudo_masks_for_batch(renders: Tensor, targets: Tensor, backbone, cfg, seed
         masks.append(out.masks)
         reliable.append(out.reliable)
     return torch.stack(masks).to(targets.device), torch.stack(reliable).to(targets.device)
+
+
+if __name__ == "__main__":  # python -m wildrayzer.pseudolabel == wildrayzer pseudolabel
+    import sys
+
+    from .cli import run_guarded
+    from .pseudolabel_cli import main
+
+    sys.exit(run_guarded(main, sys.argv[1:]))

@@ -1,0 +1,165 @@
+"""``wildrayzer pseudolabel --config FILE [--out DIR] [key=value ...]``: build the pseudo-motion-mask cache offline.
+
+For every scene of ``build_dataset(cfg, "eval")`` (set ``data.split`` to the split you train on): render the target
+views with the frozen stage-1 model (``pseudolabel.stage1_checkpoint``), compute semantic features (cached per image
+under ``semantic.cache_dir`` when set), run the constructor (:mod:`wildrayzer.pseudolabel`) and write masks + a JSON
+with reliability to ``--out`` or ``training.pseudolabel_cache`` (:mod:`wildrayzer.pseudolabel_cache`). Scenes already
+cached with the same settings are skipped, so an interrupted run resumes. When the dataset has ground-truth motion
+masks, the summary reports the masks' IoU against them.
+
+``--renders clean`` replaces the stage-1 renders by the dataset's transient-free ``clean_images`` (synthetic data
+only): a diagnostic that measures the constructor alone, with perfect static renders.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .errors import CheckpointError, ConfigError, DataError
+
+RenderFn = Callable[[dict], Tensor]  # dataset item -> target renders (T, 3, H, W) in [0, 1]
+
+
+def _device(cfg) -> torch.device:
+    name = cfg.training.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("training.device=cuda but no CUDA device is available; use training.device=cpu")
+    return torch.device(name)
+
+
+def stage1_renderer(cfg, device: torch.device) -> RenderFn:
+    """The frozen stage-1 model as a renderer of an item's target views (context = first num_context_views)."""
+    from .train.checkpoint import load_model_checkpoint
+
+    path = str(cfg.pseudolabel.stage1_checkpoint)
+    if not path:
+        raise ConfigError("pseudolabel.stage1_checkpoint is empty: point it to the stage-1 run directory or "
+                          "weights file (e.g. pseudolabel.stage1_checkpoint=experiments/wildrayzer_stage1_pretrain)")
+    loaded = load_model_checkpoint(path)
+    stored, want = loaded.config.model, cfg.model
+    for key in ("image_size", "num_context_views", "num_target_views"):
+        if stored[key] != want[key]:
+            raise CheckpointError(f"stage-1 checkpoint {loaded.path} has model.{key}={stored[key]} but the config "
+                                  f"says {want[key]}; set model.{key}={stored[key]} or use a matching checkpoint")
+    model = loaded.model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    num_context = int(stored.num_context_views)
+
+    @torch.no_grad()
+    def render(item: dict) -> Tensor:
+        out = model(item["images"][None].to(device), num_context)
+        return out["renders"][0].float().clamp(0, 1).cpu()
+
+    render.source = str(loaded.path)  # type: ignore[attr-defined]
+    return render
+
+
+def clean_renderer(cfg) -> RenderFn:
+    num_context = int(cfg.model.num_context_views)
+
+    def render(item: dict) -> Tensor:
+        if "clean_images" not in item:
+            raise DataError("--renders clean needs a dataset with clean_images/ (the embedded synthetic data)")
+        return item["clean_images"][num_context:]
+
+    render.source = "clean"  # type: ignore[attr-defined]
+    return render
+
+
+def label_dataset(cfg, dataset, render: RenderFn, backbone, out_dir: str | Path, max_scenes: int = 0,
+                  progress: bool = True) -> dict:
+    """Label every scene of ``dataset`` not yet cached -> summary dict (counts, timing, IoU vs GT when present)."""
+    from tqdm import tqdm
+
+    from .pseudolabel import build_pseudo_masks
+    from .pseudolabel_cache import PseudoLabelCache, fingerprint
+    from .pseudolabel_synth import mask_iou
+    from .semantic import FeatureCache
+
+    cache = PseudoLabelCache(out_dir)
+    fp = fingerprint(cfg, getattr(render, "source", "unknown"))
+    features = FeatureCache(backbone, cfg.semantic.cache_dir) if cfg.semantic.cache_dir else backbone
+    device = next(iter(backbone.buffers())).device
+    num_context = int(cfg.model.num_context_views)
+    n = len(dataset) if max_scenes <= 0 else min(len(dataset), max_scenes)
+    done = skipped = frames = unreliable = 0
+    ious, ious_reliable = [], []
+    t0 = time.perf_counter()
+    for i in tqdm(range(n), desc="pseudo-labels", unit="scene", disable=not progress):
+        item = dataset[i]
+        scene = item["scene"]
+        if cache.is_done(scene, fp):
+            skipped += 1
+            continue
+        targets = item["images"][num_context:]
+        renders = render(item)
+        with torch.no_grad():
+            pf = features(targets.to(device)).cpu()
+            rf = features(renders.to(device)).cpu()
+        out = build_pseudo_masks(targets, renders, pf, rf, cfg, seed=cfg.training.seed)
+        target_frames = item["frame_idx"][num_context:].tolist()
+        cache.write(scene, target_frames, out.masks, {
+            "reliable": out.reliable.tolist(), "psnr": [round(float(p), 3) for p in out.psnr],
+            "context_frames": item["frame_idx"][:num_context].tolist(), "fingerprint": fp,
+            "renders_from": getattr(render, "source", "unknown"), "dynamic_clusters": out.dynamic_clusters.tolist()})
+        done += 1
+        frames += len(target_frames)
+        unreliable += int((~out.reliable).sum())
+        if "motion_masks" in item:
+            gt = item["motion_masks"][num_context:]
+            ious.append(mask_iou(out.masks, gt))
+            if out.reliable.any():
+                ious_reliable.append(mask_iou(out.masks[out.reliable], gt[out.reliable]))
+    seconds = time.perf_counter() - t0
+    summary = {"out": str(out_dir), "scenes_labelled": done, "scenes_skipped": skipped, "frames": frames,
+               "unreliable_frames": unreliable, "seconds": round(seconds, 2),
+               "frames_per_s": round(frames / seconds, 2) if frames else None}
+    if ious:  # IoU per scene (pooled over its target frames), averaged over scenes
+        summary["gt_iou_mean"] = round(sum(ious) / len(ious), 4)
+        if ious_reliable:
+            summary["gt_iou_mean_reliable_frames"] = round(sum(ious_reliable) / len(ious_reliable), 4)
+    return summary
+
+
+def main(argv: list[str]) -> int:
+    from .cli import config_arg_parser
+    from .config import load_config
+    from .data import build_dataset
+    from .semantic import build_semantic_backbone
+
+    parser = config_arg_parser("wildrayzer pseudolabel", __doc__.splitlines()[0])
+    parser.add_argument("--out", default="", help="cache directory (default: training.pseudolabel_cache)")
+    parser.add_argument("--max-scenes", type=int, default=0, help="label at most this many scenes (0 = all)")
+    parser.add_argument("--renders", choices=("stage1", "clean"), default="stage1",
+                        help="stage1: frozen stage-1 model (default); clean: the dataset's clean_images (diagnostic)")
+    args = parser.parse_intermixed_args(argv)  # options may follow key=value overrides
+    cfg = load_config(Path(args.config), args.overrides)
+    out_dir = args.out or cfg.training.pseudolabel_cache
+    if not out_dir:
+        raise ConfigError("no output directory: pass --out DIR or set training.pseudolabel_cache")
+    device = _device(cfg)
+    render = stage1_renderer(cfg, device) if args.renders == "stage1" else clean_renderer(cfg)
+    backbone = build_semantic_backbone(cfg.semantic).to(device)
+    if backbone.out_dim == 0:
+        raise ConfigError("pseudo-labels need semantic features but semantic.backbone=none; set "
+                          "semantic.backbone=efficientnet_lite0 (offline) or dinov3")
+    dataset = build_dataset(cfg, "eval")
+    summary = label_dataset(cfg, dataset, render, backbone, out_dir, args.max_scenes, bool(cfg.logging.progress))
+    print(json.dumps(summary), file=sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    from .cli import run_guarded
+
+    sys.exit(run_guarded(main, sys.argv[1:]))
