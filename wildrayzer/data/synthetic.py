@@ -23,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import json
 import multiprocessing as mp
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -208,17 +209,19 @@ def is_complete(root: str | Path, params: SynthParams | None = None) -> bool:
 
 
 def ensure_default_data(root: str | Path = "data/synthetic", params: SynthParams = SynthParams(),
-                        progress: bool = False) -> Path:
+                        progress: bool = False, workers: int | None = None) -> Path:
     """Generate the default synthetic set into ``root`` unless a complete one with these parameters is there.
 
-    Safe against concurrent callers (file lock) and half-written trees (marker written last)."""
+    Safe against concurrent callers (file lock) and half-written trees (marker written last). ``workers``: processes
+    (default: up to 4 CPU cores); the output does not depend on it."""
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not is_complete(root, params):
-                generate(root, params, progress=progress)
+                generate(root, params, workers=workers, progress=progress)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return root
