@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from wildrayzer.data.raycast import camera_rays, cast
-from wildrayzer.data.scenes import random_scene
+from wildrayzer.data.raycast import Material, Sprite, camera_rays, cast
+from wildrayzer.data.scenes import look_at, random_scene, sprite_alpha
 from wildrayzer.data.synthetic import MARKER, SynthParams, ensure_default_data, generate, is_complete, scene_rng
 from wildrayzer.data.textures import make_texture, sample_bilinear
 from wildrayzer.geometry import plucker_rays, w2c_to_c2w
@@ -230,3 +231,24 @@ def test_texture_lookup_matches_a_per_texel_reference():
         np.testing.assert_allclose(got[k], ref, atol=2e-5)
     at_centres = sample_bilinear(tex, np.array([3.5, 40.5]), np.array([7.5, -29.5]))  # both wrap to texel (3, 7)
     np.testing.assert_array_equal(at_centres, tex[[7, 7], [3, 3]])
+
+
+@pytest.mark.parametrize("side", [1.0, -1.0])
+def test_sprite_cut_out_follows_its_alpha_mask_from_both_sides(side):
+    """A 1 x 2 m horse cut-out seen head-on covers exactly its (projected) alpha mask, mirrored when seen from the
+    other side."""
+    alpha = sprite_alpha("horse", 128)
+    sprite = Sprite(np.zeros(3, dtype=np.float32), 0.5, 2.0, 0.0, alpha, [Material(np.ones((8, 8, 3), np.float32), 1)])
+    # The sprite's plane is z = 0. Camera 4 m away on the given side, looking at the sprite's centre; with f = 256 px
+    # the 1 x 2 m sprite covers 64 x 128 px centred in the 256 x 256 image.
+    c2w = look_at(np.array([0.0, 1.0, -4.0 * side]), np.array([0.0, 1.0, 0.0]))
+    o, d = camera_rays(c2w, np.array([256.0, 256.0, 128.0, 128.0]), 256, 256)
+    hit = np.isfinite(cast([sprite], o, d)[0]).reshape(256, 256)
+    got = hit[64:192, 96:160]
+    assert got.sum() == hit.sum(), "nothing outside the sprite's rectangle"
+    want = cv2.resize(alpha.astype(np.uint8), (64, 128), interpolation=cv2.INTER_NEAREST).astype(bool)
+    if side > 0:  # a camera on the -z side looking +z has image-right along world -x, i.e. the sprite's -x: mirrored
+        want = want[:, ::-1]
+    iou = (got & want).sum() / (got | want).sum()
+    iou_flipped = (got & want[:, ::-1]).sum() / (got | want[:, ::-1]).sum()
+    assert iou > 0.85 and iou_flipped < 0.6, (iou, iou_flipped)

@@ -182,6 +182,45 @@ class Sphere:
 
 
 @dataclass
+class Sprite:
+    """A vertical cut-out standing on the floor: a rectangle (width 2 * half_width, ``height``) turned by ``yaw``
+    whose ``alpha`` mask (Hs, Ws) bool decides, nearest-texel, which points are solid. Seen from both sides."""
+
+    base: np.ndarray  # (3,) centre of the bottom edge
+    half_width: float
+    height: float
+    yaw: float
+    alpha: np.ndarray  # (Hs, Ws) bool, row 0 = top
+    materials: list[Material] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.rot = _yaw(self.yaw)
+
+    def _local(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Local (x, y) of points on the plane -> alpha row/col indices (clipped)."""
+        hs, ws = self.alpha.shape
+        col = np.clip(((p[:, 0] + self.half_width) / (2 * self.half_width) * ws).astype(np.int64), 0, ws - 1)
+        row = np.clip(((self.height - p[:, 1]) / self.height * hs).astype(np.int64), 0, hs - 1)
+        return row, col
+
+    def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        ol = (o - self.base) @ self.rot
+        dl = d @ self.rot
+        dz = np.where(np.abs(dl[:, 2]) < 1e-12, np.float32(1e-12), dl[:, 2])
+        t = -ol[2] / dz
+        pl = ol + t[:, None] * dl
+        inside = (t > EPS) & (np.abs(pl[:, 0]) <= self.half_width) & (pl[:, 1] >= 0) & (pl[:, 1] <= self.height)
+        row, col = self._local(pl)
+        return np.where(inside & self.alpha[row, col], t, INF).astype(np.float32)
+
+    def surface(self, p: np.ndarray):
+        pl = (p - self.base) @ self.rot
+        normal = np.broadcast_to(self.rot[:, 2], p.shape).copy()
+        uv = np.stack([pl[:, 0] + self.half_width, self.height - pl[:, 1]], 1)
+        return normal, uv, np.zeros(len(p), dtype=np.int64)
+
+
+@dataclass
 class Light:
     direction: np.ndarray  # (3,) unit vector towards the light
     point: np.ndarray  # (3,) point-light position

@@ -7,15 +7,35 @@ the world has y up and the floor at y = 0; cameras are OpenCV (x right, y down, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 
+import cv2
 import numpy as np
 
-from .raycast import Box, Cylinder, Light, Material, Room, Sphere
+from .raycast import Box, Cylinder, Light, Material, Room, Sphere, Sprite
 from .textures import ALL_NAMES, PROCEDURAL_NAMES, make_texture, texels_for_resolution
 
 TRAJECTORIES = ("walk", "pan", "orbit")
 TRANSIENT_TEXTURES = ("astronaut", "chelsea", "coffee", "rocket", "colorwheel", "immunohistochemistry", "stripes",
                       "dots", "checker", "hubble_deep_field")
+
+
+SPRITE_SHAPES = ("horse", "figure")
+
+
+@cache
+def sprite_alpha(shape: str, size: int = 128) -> np.ndarray:
+    """Cut-out mask (size, size) bool, row 0 = top: scikit-image's horse silhouette or a person-like figure."""
+    if shape == "horse":
+        import skimage.data
+
+        sil = ~np.asarray(skimage.data.horse())
+        return cv2.resize(sil.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
+    y, x = np.mgrid[0:size, 0:size] / size
+    head = (x - 0.5) ** 2 + (y - 0.12) ** 2 < 0.1**2
+    body = (np.abs(x - 0.5) < 0.22) & (y > 0.22) & (y < 0.62)
+    legs = ((np.abs(x - 0.38) < 0.08) | (np.abs(x - 0.62) < 0.08)) & (y >= 0.62)
+    return head | body | legs
 
 
 def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -35,12 +55,13 @@ def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
 class Transient:
     """A moving object: one primitive per frame (``None`` where it is absent)."""
 
-    kind: str  # capsule | box
-    size: tuple[float, float, float]  # capsule: (radius, height, 0); box: half extents
+    kind: str  # capsule | box | sprite
+    size: tuple[float, float, float]  # capsule: (radius, height, 0); box: half extents; sprite: (half width, height, 0)
     path: np.ndarray  # (F, 2) xz position per frame
     yaw: np.ndarray  # (F,) heading per frame
     visible: np.ndarray  # (F,) bool
     material: Material
+    alpha: np.ndarray | None = None  # sprite only: (Hs, Ws) bool cut-out mask
 
     def primitive(self, frame: int):
         if not self.visible[frame]:
@@ -49,6 +70,10 @@ class Transient:
         if self.kind == "capsule":
             r, h, _ = self.size
             return Cylinder(float(x), float(z), r, h - r, r, capsule=True, materials=[self.material])
+        if self.kind == "sprite":
+            hw, h, _ = self.size
+            return Sprite(np.array([x, 0.0, z], dtype=np.float32), hw, h, float(self.yaw[frame]), self.alpha,
+                          [self.material])
         half = np.asarray(self.size, dtype=np.float32)
         return Box(np.array([x, half[1], z], dtype=np.float32), half, float(self.yaw[frame]), [self.material])
 
@@ -170,10 +195,14 @@ def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints) -> l
     out = []
     for _ in range(count):
         for _try in range(100):
-            kind = str(rng.choice(["capsule", "box"]))
-            size = ((rng.uniform(0.18, 0.3), rng.uniform(1.2, 1.8), 0.0) if kind == "capsule"
-                    else (rng.uniform(0.15, 0.3), rng.uniform(0.5, 0.9), rng.uniform(0.12, 0.25)))
-            radius = size[0] if kind == "capsule" else float(np.hypot(size[0], size[2]))
+            kind = str(rng.choice(["capsule", "box", "sprite"], p=[0.4, 0.35, 0.25]))
+            if kind == "capsule":
+                size = (rng.uniform(0.18, 0.3), rng.uniform(1.2, 1.8), 0.0)
+            elif kind == "box":
+                size = (rng.uniform(0.15, 0.3), rng.uniform(0.5, 0.9), rng.uniform(0.12, 0.25))
+            else:
+                size = (rng.uniform(0.3, 0.6), rng.uniform(0.9, 1.6), 0.0)
+            radius = float(np.hypot(size[0], size[2])) if kind == "box" else size[0]
             mid = c2w[frames // 2]
             ahead = mid[:3, 3] + mid[:3, 2] * rng.uniform(1.5, 4.0) + mid[:3, 0] * rng.uniform(-1.5, 1.5)
             start = ahead[[0, 2]]
@@ -201,8 +230,14 @@ def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints) -> l
             visible[:] = False
             visible[a:b] = True
         yaw = ang + rng.uniform(-0.3, 0.3) * np.sin(2 * np.pi * s)
+        if kind == "sprite":  # the cut-out's plane contains its direction of motion (walks in profile)
+            yaw = -yaw
         mat = _material(rng, TRANSIENT_TEXTURES, width, (0.5, 1.2))
-        out.append(Transient(kind, tuple(float(x) for x in size), path.astype(np.float32), yaw, visible, mat))
+        alpha = None
+        if kind == "sprite":  # the photo spans the cut-out once
+            mat = Material(mat.texture, max(2 * size[0], size[1]))
+            alpha = sprite_alpha(str(rng.choice(SPRITE_SHAPES)))
+        out.append(Transient(kind, tuple(float(x) for x in size), path.astype(np.float32), yaw, visible, mat, alpha))
         footprints = footprints + [(p, radius) for p in path[:: max(1, frames // 8)]]
     return out
 
