@@ -26,6 +26,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def user_message(e: UserError) -> str:
+    """The one line to show for ``e``. A DataLoader worker re-raises a worker's error with the worker traceback in
+    its message ("Caught DataError in DataLoader worker process 0. Original Traceback ..."); the product's own message
+    is the last line of it, after the exception's qualified name."""
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(e).__name__
+    prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+    last = lines[-1].strip()
+    return last[len(prefix):] if last.startswith(prefix) else " ".join(ln.strip() for ln in lines)
+
+
 def run_guarded(fn: Callable[[list[str]], int | None], argv: list[str]) -> int:
     """Run ``fn(argv)`` turning user errors into one line + exit code 2 (unless --debug)."""
     debug = "--debug" in argv or os.environ.get("WILDRAYZER_DEBUG") == "1"
@@ -35,7 +47,7 @@ def run_guarded(fn: Callable[[list[str]], int | None], argv: list[str]) -> int:
     except UserError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {user_message(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
