@@ -37,6 +37,10 @@ class TrainingDivergedError(UserError):
     """Too many consecutive non-finite steps; the last checkpoint is untouched."""
 
 
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (disk full, I/O error); the previous checkpoint is untouched."""
+
+
 def run_dir_for(cfg) -> Path:
     return Path(cfg.training.output_dir) / cfg.training.run_name
 
@@ -95,7 +99,11 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
     t, device = cfg.training, info.device
     run_dir = run_dir_for(cfg)
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the run directory {run_dir} ({e.strerror}); set training.output_dir to "
+                            "a writable folder") from None
     barrier(info)
     stage = get_stage(t.stage)
     semantic_dim = stage.semantic_dim(cfg) if hasattr(stage, "semantic_dim") else 0
@@ -207,7 +215,13 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
                     train_state = {"step": step, "optimizer": optimizer.state_dict(),
                                    "scheduler": scheduler.state_dict(), "rng": rngs, "sampler": loader.state_dict(),
                                    "nonfinite_total": nonfinite_total, "world_size": info.world_size}
-                    save_checkpoint(run_dir, step, model, cfg, train_state, t.keep_last_n, semantic_dim)
+                    try:
+                        save_checkpoint(run_dir, step, model, cfg, train_state, t.keep_last_n, semantic_dim)
+                    except OSError as e:  # disk full, quota, I/O error: LATEST still names the previous checkpoint
+                        raise CheckpointWriteError(
+                            f"cannot write the step-{step} checkpoint in {run_dir / 'checkpoints'} ({e.strerror or e}); "
+                            f"last good checkpoint: {last_ckpt or 'none'}. Free disk space and re-run the same "
+                            "command to resume") from None
                 barrier(info)
                 last_ckpt = run_dir / "checkpoints" / f"ckpt_{step:08d}.safetensors"
     finally:
