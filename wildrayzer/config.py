@@ -271,8 +271,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         cfg = _merge(cfg, parse_dotlist(list(overrides)), "command-line overrides")
     OmegaConf.set_struct(cfg, True)
     OmegaConf.set_readonly(cfg, False)
+    sources = ([str(path)] if path is not None else []) + (["command-line overrides"] if overrides else [])
+    _resolve(cfg, " or ".join(sources) or "defaults")
     validate(cfg)
     return cfg
+
+
+def _resolve(cfg: DictConfig, where: str) -> None:
+    """Resolve ``${...}`` interpolations now, so a bad one is a ConfigError at startup rather than a traceback later.
+    Only references to other keys and OmegaConf's built-in ``oc.*`` resolvers exist (none are registered here)."""
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        msg = str(e).splitlines()[0]
+        raise ConfigError(f"config key '{key}' (from {where}): cannot resolve interpolation ({msg}); only references "
+                          "to other keys and OmegaConf's built-in oc.* resolvers are supported") from None
 
 
 _CHOICES = {
@@ -319,4 +333,6 @@ def to_container(cfg: DictConfig | ListConfig) -> Any:
 
 def from_container(tree: dict) -> DictConfig:
     """Rebuild a config from a stored (resolved) dict, e.g. the one saved with a checkpoint."""
-    return _merge(schema(), tree, "stored config")
+    cfg = _merge(schema(), tree, "stored config")
+    _resolve(cfg, "stored config")
+    return cfg
