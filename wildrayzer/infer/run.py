@@ -143,5 +143,5 @@ def main(argv: list[str]) -> int:
 
     cfg = parse_config_args(argv, "wildrayzer infer", "Evaluate a checkpoint and write the HTML report")
     torch.set_grad_enabled(False)
-    run_inference(cfg)
+    run_inference(cfg, progress=bool(cfg.logging.progress))
     return 0
