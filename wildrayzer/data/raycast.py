@@ -262,7 +262,7 @@ def shade(prims: list, light: Light, o: np.ndarray, d: np.ndarray, t: np.ndarray
         sel = np.nonzero(idx == k)[0]
         if sel.size == 0:
             continue
-        p = o + t[sel, None] * d[sel]
+        p = o + np.take(t, sel)[:, None] * np.take(d, sel, axis=0)  # np.take: faster than fancy row indexing
         normal, uv, face = prim.surface(p)
         if len(prim.materials) == 1:
             albedo = prim.materials[0].sample(uv)
@@ -273,7 +273,7 @@ def shade(prims: list, light: Light, o: np.ndarray, d: np.ndarray, t: np.ndarray
             for f, mat in enumerate(prim.materials):
                 m = order[bounds[f] : bounds[f + 1]]
                 if m.size:
-                    albedo[m] = mat.sample(uv[m])
+                    albedo[m] = mat.sample(np.take(uv, m, axis=0))
         to_light = light.point - p
         dist2 = _dot(to_light, to_light)
         lam_p = np.maximum(_dot(normal, to_light) / np.sqrt(np.maximum(dist2, 1e-9)), 0.0)
