@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pseudolabel": ("wildrayzer.pseudolabel_cli", "build pseudo-motion masks offline: --config FILE [key=value ...]"),
     "demo": ("wildrayzer.demo", "launch the Gradio demo"),
     "bench": ("wildrayzer.bench", "speed / quality benchmarks (speed | quality | synth | pseudolabel)"),
+    "schedule": ("wildrayzer.schedule", "train the tiny CPU schedule, stages 1 -> 2 -> 3 (--out DIR --steps S1 S2 S3)"),
     "quickstart": ("wildrayzer.quickstart", "generate the embedded data and run the main job on it"),
 }
 

@@ -1,0 +1,80 @@
+"""The documented CPU training schedule: stages 1 -> 2 -> 3 of the tiny configs on the embedded synthetic data.
+
+``wildrayzer schedule --out experiments/tiny [--steps S1 S2 S3] [--views 2] [--export DIR] [key=value ...]`` trains
+the three stages in one process, each initialised from the previous one, resumable (re-running continues where a
+run stopped and skips finished stages), then optionally exports the stage-3 model as a pretrained directory
+(``model.safetensors`` + ``config.yaml``) for ``WildRayZer.from_pretrained`` and the inference config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+TINY = {1: "configs/tiny/wildrayzer_stage1_pretrain.yaml", 2: "configs/tiny/wildrayzer_stage2_motion_mask.yaml",
+        3: "configs/tiny/wildrayzer_stage3_joint_copy_paste.yaml"}
+DEFAULT_STEPS = (3000, 600, 1500)
+RUN_NAMES = {1: "stage1", 2: "stage2", 3: "stage3"}
+
+
+def view_overrides(views: int) -> list[str]:
+    """Context-view count other than the published 2: the 2-view evaluation index does not apply."""
+    if views == 2:
+        return []
+    return [f"model.num_context_views={views}", "data.view_idx_file="]
+
+
+def stage_config(stage: int, out: Path, steps: int, extra: list[str]):
+    from .config import load_config
+
+    overrides = [f"training.output_dir={out}", f"training.run_name={RUN_NAMES[stage]}", f"training.max_steps={steps}"]
+    if stage > 1:
+        overrides.append(f"training.init_from={out / RUN_NAMES[stage - 1]}")
+    return load_config(TINY[stage], overrides + list(extra))
+
+
+def run_schedule(out: str | Path, steps: tuple[int, int, int] = DEFAULT_STEPS, extra: list[str] | None = None,
+                 stages: tuple[int, ...] = (1, 2, 3), log=print) -> dict[int, Path]:
+    """Train the given stages in order; returns {stage: run dir}. Finished stages return at once (resume)."""
+    from .train.loop import train
+
+    out = Path(out)
+    dirs = {}
+    for stage in stages:
+        cfg = stage_config(stage, out, steps[stage - 1], list(extra or []))
+        t0 = time.time()
+        res = train(cfg)
+        dirs[stage] = Path(res["run_dir"])
+        log(f"stage {stage}: step {res['step']} in {time.time() - t0:.0f} s -> {res['checkpoint']}")
+    return dirs
+
+
+def export_pretrained(run_dir: Path, dest: Path) -> Path:
+    """Copy a run's latest weights into a pretrained directory (``model.safetensors`` + ``config.yaml``)."""
+    from .train.checkpoint import load_model_checkpoint, save_pretrained
+
+    loaded = load_model_checkpoint(run_dir)
+    return save_pretrained(loaded.model, loaded.config, dest, step=int(loaded.metadata.get("step", 0)),
+                           semantic_dim=int(loaded.metadata.get("semantic_dim", "0")))
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="wildrayzer schedule", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="experiments/tiny", help="folder for the three run directories")
+    p.add_argument("--steps", type=int, nargs=3, default=list(DEFAULT_STEPS), metavar=("S1", "S2", "S3"))
+    p.add_argument("--views", type=int, default=2, help="context views (targets stay 6)")
+    p.add_argument("--export", default="", help="write the stage-3 model here as a pretrained directory")
+    p.add_argument("overrides", nargs="*", help="extra key=value overrides for every stage")
+    args = p.parse_args(argv)
+    if any(s < 1 for s in args.steps):
+        raise UserError("--steps must be positive")
+    from .data.synthetic import ensure_default_data
+
+    ensure_default_data("data/synthetic")
+    dirs = run_schedule(args.out, tuple(args.steps), view_overrides(args.views) + args.overrides)
+    if args.export:
+        print(f"exported {export_pretrained(dirs[3], Path(args.export))}")
+    return 0
