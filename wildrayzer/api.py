@@ -31,15 +31,18 @@ def _to_chw(img) -> Tensor:
             t = t[None]
         if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
             raise UserError(f"tensor images must be (C, H, W) with C in 1, 3, 4; got {tuple(img.shape)}")
-        t = t / 255.0 if t.max() > 1.5 else t
+        t = t / 255.0 if img.dtype == torch.uint8 or t.max() > 1.5 else t
     else:
         arr = np.asarray(img.convert("RGB") if hasattr(img, "convert") else img)
         if arr.ndim == 2:
             arr = arr[..., None]
         if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
             raise UserError(f"images must be (H, W[, C]) with C in 1, 3, 4; got shape {arr.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float()
-        t = t / 255.0 if arr.dtype == np.uint8 or t.max() > 1.5 else t
+        t = torch.tensor(arr, dtype=torch.float32).permute(2, 0, 1)  # a copy: PIL arrays are read-only
+        if arr.dtype == np.uint16:
+            t = t / 65535.0
+        elif arr.dtype == np.uint8 or t.max() > 1.5:
+            t = t / 255.0
     if t.shape[0] == 1:
         t = t.expand(3, -1, -1)
     return t[:3].clamp(0, 1)
