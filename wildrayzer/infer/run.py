@@ -80,6 +80,9 @@ def run_inference(cfg, progress: bool = True) -> dict:
         names = [dataset.scenes[dataset.items[i][0]].name for i in range(n)]
         taken: set[str] = set()
         dirs = [safe_scene_dirname(s, taken) for s in names]
+        if info.is_main:
+            clear_partial(out_root)  # temp folders of a killed run; before any rank starts writing its own
+        barrier(info)
         mine = list(range(info.rank, n, info.world_size))
         bar = _progress(mine, progress and info.is_main, "scenes")
         for i in bar:
@@ -142,6 +145,6 @@ def main(argv: list[str]) -> int:
     from ..cli import parse_config_args
 
     cfg = parse_config_args(argv, "wildrayzer infer", "Evaluate a checkpoint and write the HTML report")
-    torch.set_grad_enabled(False)
-    run_inference(cfg, progress=bool(cfg.logging.progress))
+    with torch.no_grad():  # not set_grad_enabled(False): callers (tests, quickstart) keep their global state
+        run_inference(cfg, progress=bool(cfg.logging.progress))
     return 0

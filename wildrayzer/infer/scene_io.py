@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from ..geometry import c2w_to_w2c
@@ -85,8 +86,11 @@ def write_scene(pipe, item: dict, out_root: Path, dirname: str, cfg, lpips_model
     if cfg.inference.render_video:
         from .video import camera_path, video_path, write_video
 
-        path_c2w, path_k = camera_path(c2w[:vc], k[:vc], cfg.inference.video_frames, loop=True)
+        # The looping path is the forward path and its mirror; views render independently, so the return half
+        # reuses the forward frames instead of rendering them again (half the video cost).
+        path_c2w, path_k = camera_path(c2w[:vc], k[:vc], cfg.inference.video_frames)
         frames = pipe.render(out["scene_tokens"], path_c2w[None], path_k[None])[0].cpu()
+        frames = torch.cat([frames, frames.flip(0)[1:-1]], dim=0)
         video = write_video(video_path(tmp, "video", cfg.inference.video_format), frames)
     frame_idx = [int(x) for x in item["frame_idx"]]
     (tmp / "cameras.json").write_text(json.dumps(cameras_json(item["scene"], frame_idx, vc, c2w, k), indent=1))
