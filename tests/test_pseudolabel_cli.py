@@ -16,6 +16,15 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = "configs/tiny/wildrayzer_stage2_motion_mask.yaml"
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a shared, oversubscribed CPU, 2 spinning threads are ~4x slower than 1."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     from wildrayzer.data.synthetic import SynthParams, generate
@@ -47,10 +56,10 @@ def _summary(capsys) -> dict:
 
 def test_clean_renders_label_resume_and_read(repo, synth, tmp_path, capsys):
     out = tmp_path / "cache"
-    assert main(_args(repo, synth, out, "--renders", "clean", "pseudolabel.score_threshold=2.0")) == 0
+    assert main(_args(repo, synth, out, "--renders", "clean", "pseudolabel.score_threshold=1.5")) == 0
     s = _summary(capsys)
     assert s["scenes_labelled"] == 2 and s["frames"] == 12 and s["unreliable_frames"] == 0
-    # Perfect static renders: the constructor alone against the synthetic GT transients (0.78 measured).
+    # Perfect static renders: the constructor alone against the synthetic GT transients (0.86 measured).
     assert s["gt_iou_mean"] >= 0.6, s
     scenes = sorted(p.name for p in out.iterdir())
     assert scenes == ["dynamic_train_0000", "dynamic_train_0001"]
@@ -65,7 +74,7 @@ def test_clean_renders_label_resume_and_read(repo, synth, tmp_path, capsys):
     assert cache.read(scenes[0], [999]) is None and cache.read("nope", [0]) is None
 
     # Same settings: everything is skipped; other settings: recomputed in place.
-    assert main(_args(repo, synth, out, "--renders", "clean", "pseudolabel.score_threshold=2.0")) == 0
+    assert main(_args(repo, synth, out, "--renders", "clean", "pseudolabel.score_threshold=1.5")) == 0
     assert _summary(capsys)["scenes_skipped"] == 2
     assert main(_args(repo, synth, out, "--renders", "clean", "--max-scenes", "1",
                       "pseudolabel.score_threshold=3.0")) == 0

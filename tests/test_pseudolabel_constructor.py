@@ -1,10 +1,15 @@
 """The pseudo-mask constructor against synthetic scenes with known motion masks.
 
-Measured on seeds 0-5 at 128x128, 6 frames, EfficientNet-Lite0 features (IoU per scene):
-- default config (score_threshold 1.0): 0.79 0.48 0.39 0.96 0.96 0.88, mean 0.74; static scenes get 6 % mask pixels
-  (as many as moving scenes, whose objects cover 5 %): per-frame z-scores always have a tail above 1.0;
-- score_threshold 2.0 (RECOMMENDED): 0.96 0.99 0.08 1.00 0.97 0.99, mean 0.83; static scenes 0.9 % (max 3 %);
-  without GrabCut 0.71. Seed 2 is a dark object on a dark sky, hard for both SSIM and semantics.
+Scenes (:mod:`wildrayzer.pseudolabel_synth`): natural photos as static scenes, renders slightly blurred and tinted
+like a static model's, a moving textured blob pasted on the photos. Measured on seeds 0-5 at 128x128, 6 frames,
+EfficientNet-Lite0 features (IoU per scene):
+- score_threshold 1.0 (config default): 0.79 0.48 0.39 0.96 0.96 0.88, mean 0.74; static scenes get 6 % mask
+  pixels, as many as the moving scenes' objects cover (5 %): blurred texture gives every frame a z > 1 tail;
+- score_threshold 1.5 (RECOMMENDED): 0.95 0.98 0.26 1.00 0.97 0.98, mean 0.86; static scenes 3.5 % (by seed:
+  2.1 12.2 0.0 0.1 0.1 6.8 %); without GrabCut 0.70;
+- score_threshold 2.0: mean 0.83, static scenes 0.9 %.
+Seed 2 is a dark object on a dark sky, hard for both cues. On 8 embedded synthetic Dynamic-RE10K test scenes with
+perfect (clean) renders the thresholds 1.0 / 1.5 / 2.0 give 0.95 / 0.92 / 0.64, so 1.5 is the compromise.
 """
 
 import statistics
@@ -19,8 +24,17 @@ from wildrayzer.pseudolabel_synth import make_scene, mask_iou
 from wildrayzer.semantic import build_semantic_backbone
 
 SEEDS = range(6)
-RECOMMENDED = ("pseudolabel.score_threshold=2.0",)
+RECOMMENDED = ("pseudolabel.score_threshold=1.5",)
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a shared, oversubscribed CPU, 2 spinning threads are ~4x slower than 1."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 @pytest.fixture(scope="module")
 def backbone():
@@ -73,7 +87,7 @@ def test_iou_against_ground_truth(runs, scenes):
     default = _iou(runs, scenes, "default")
     assert statistics.mean(default) >= 0.65, default
     recommended = _iou(runs, scenes, "recommended")
-    assert statistics.mean(recommended) >= 0.75, recommended
+    assert statistics.mean(recommended) >= 0.8, recommended
     assert sorted(recommended)[1] >= 0.9, recommended  # all but the one hard scene are nearly exact
 
 
@@ -86,8 +100,11 @@ def test_grabcut_snaps_to_the_object(runs, scenes):
 def test_static_scenes_get_small_masks(runs):
     static = [runs("recommended", seed, False).masks.mean().item() for seed in SEEDS]
     moving = [runs("recommended", seed, True).masks.mean().item() for seed in SEEDS]
-    assert max(static) < 0.05, static
-    assert statistics.mean(moving) > 4 * statistics.mean(static), (moving, static)
+    # Most static scenes stay (nearly) empty; finely textured ones (seed 1: a striped flag; 5) do not, because the
+    # render's blur is indistinguishable from change there (see the module docstring).
+    assert sum(f < 0.025 for f in static) >= 4, static
+    assert statistics.mean(static) < 0.04, static
+    assert sum(m > 2 * f for m, f in zip(moving, static)) >= 4, (moving, static)
 
 
 def test_cosegmentation_finds_the_moving_object(runs, scenes):
@@ -96,9 +113,11 @@ def test_cosegmentation_finds_the_moving_object(runs, scenes):
         co, gt = runs("recommended", seed, True).cosegment, scenes[seed, True]["masks"] > 0
         assert (co & gt).sum() >= 0.8 * co.sum(), seed
         assert (co & gt).sum() >= 0.4 * gt.sum(), seed
-    moving = sum(runs("recommended", seed, True).cosegment.sum().item() for seed in SEEDS)
-    static = sum(runs("recommended", seed, False).cosegment.sum().item() for seed in SEEDS)
-    assert static < 0.3 * moving, (static, moving)
+    # Static scenes: no dynamic cluster in 3 of 6; the finely textured ones (seeds 1, 5) have clusters the blurred
+    # render mismatches in every frame, which the vote cannot tell from a moving object (measured: 1.2 10 0 0 0 4.5 %).
+    static = [runs("recommended", seed, False).cosegment.float().mean().item() for seed in SEEDS]
+    assert sum(f == 0 for f in static) >= 3, static
+    assert sum(f < 0.02 for f in static) >= 4, static
 
 
 def test_outputs_and_reliability(scenes):

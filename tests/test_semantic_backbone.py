@@ -25,6 +25,15 @@ def _cfg(*overrides):
     return load_config(None, list(overrides))
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a shared, oversubscribed CPU, 2 spinning threads are ~4x slower than 1."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 @pytest.fixture(scope="module")
 def effnet():
     return build_semantic_backbone(_cfg("semantic.backbone=efficientnet_lite0").semantic)
