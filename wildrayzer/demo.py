@@ -31,6 +31,8 @@ def load_upload(path: str | Path | None):
             if im.width * im.height > MAX_PIXELS:
                 raise UserError(f"{Path(path).name}: image too large ({im.width}x{im.height})")
             return im.convert("RGB")
+    except Image.DecompressionBombError:
+        raise UserError(f"{Path(path).name}: image too large (more than {MAX_PIXELS} pixels)") from None
     except (UnidentifiedImageError, OSError, ValueError):
         raise UserError(f"{Path(path).name} is not an image (PNG, JPEG, ...)") from None
 
