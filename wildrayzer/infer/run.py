@@ -52,6 +52,7 @@ def check_output_root(out_root: Path, data_root: Path) -> None:
                         "folder") from None
 
 
+@torch.no_grad()  # a decorator, not set_grad_enabled(False): in-process callers keep their global grad state
 def run_inference(cfg, progress: bool = True) -> dict:
     """Evaluate ``cfg.inference.model_path`` on ``cfg.data`` (eval mode). Returns the summary (rank 0)."""
     from ..data import build_dataset
@@ -145,6 +146,5 @@ def main(argv: list[str]) -> int:
     from ..cli import parse_config_args
 
     cfg = parse_config_args(argv, "wildrayzer infer", "Evaluate a checkpoint and write the HTML report")
-    with torch.no_grad():  # not set_grad_enabled(False): callers (tests, quickstart) keep their global state
-        run_inference(cfg, progress=bool(cfg.logging.progress))
+    run_inference(cfg, progress=bool(cfg.logging.progress))
     return 0
