@@ -202,6 +202,20 @@ def test_rerun_skips_finished_scenes_and_redoes_missing_ones(setup, first_run):
     assert after["mean"] == pytest.approx(before["mean"]) and after["num_scenes"] == 2
 
 
+def test_rerun_with_another_checkpoint_redoes_the_scene(setup, first_run, tmp_path):
+    out = tmp_path / "eval"
+    shutil.copytree(first_run["out"], out)
+    record = out / SCENES[0] / "scene.json"
+    old_mtime, old_psnr = record.stat().st_mtime_ns, json.loads(record.read_text())["metrics"]["psnr"]
+    other = make_tiny_checkpoint(tmp_path / "other", REPO, seed=1)
+    rc, _, err = run_cli(infer_args(setup, out, f"inference.model_path={other}", "inference.max_scenes=1"))
+    assert rc == 0, err
+    assert record.stat().st_mtime_ns != old_mtime  # not the stale result of the first checkpoint
+    new = json.loads((out / "metrics.json").read_text())
+    assert new["num_scenes"] == 1 and new["checkpoint"] == str(other)
+    assert new["mean"]["psnr"] != pytest.approx(old_psnr, abs=1e-6)
+
+
 def test_view_count_mismatch_is_one_line_exit_2(setup, tmp_path):
     rc, _, err = run_cli(infer_args(setup, tmp_path / "o", "model.num_target_views=3"))
     assert rc == 2 and err.count("\n") == 1

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import UserError
 from .metrics import MetricsAggregator, format_metrics_table
-from .scene_io import SCENE_RECORD, write_scene
+from .scene_io import RUN_KEY, SCENE_RECORD, write_scene
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -84,16 +84,17 @@ def run_inference(cfg, progress: bool = True) -> dict:
         if info.is_main:
             clear_partial(out_root)  # temp folders of a killed run; before any rank starts writing its own
         barrier(info)
+        key = run_key(cfg, pipe.path)
         mine = list(range(info.rank, n, info.world_size))
         bar = _progress(mine, progress and info.is_main, "scenes")
         for i in bar:
-            if (out_root / dirs[i] / SCENE_RECORD).is_file():
-                continue  # finished by an earlier run
+            if is_finished(out_root / dirs[i], key):
+                continue  # finished by an earlier run with the same checkpoint, data and outputs
             item = dataset[i]
             if item["scene"] != names[i]:  # data.on_error=skip replaced a broken sample by another one
                 print(f"warning: scene {names[i]} could not be loaded; left out", file=sys.stderr)
                 continue
-            write_scene(pipe, item, out_root, dirs[i], cfg, lpips_model)
+            write_scene(pipe, item, out_root, dirs[i], cfg, lpips_model, run_key=key)
         barrier(info)
         gather_objects(None, info)
         if not info.is_main:
@@ -101,6 +102,24 @@ def run_inference(cfg, progress: bool = True) -> dict:
         return finalize(out_root, dirs, cfg)
     finally:
         cleanup()
+
+
+def run_key(cfg, weights: Path) -> dict:
+    """What a finished scene folder depends on: the checkpoint file (path, size, mtime), the evaluation data and the
+    options that change the written files. A re-run skips a scene only when its stored key is equal."""
+    st = Path(weights).stat()
+    d, inf = cfg.data, cfg.inference
+    return {"weights": str(Path(weights).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "data": [str(Path(d.root).resolve()), d.split, d.list_file, d.view_idx_file],
+            "outputs": [inf.compute_metrics, inf.lpips_weights_path, inf.save_plucker_vis, inf.plucker_vis_stride,
+                        inf.plucker_vis_include_quiver, inf.render_video, inf.video_frames, inf.video_format]}
+
+
+def is_finished(scene_dir: Path, key: dict) -> bool:
+    try:
+        return json.loads((scene_dir / SCENE_RECORD).read_text()).get(RUN_KEY) == key
+    except (OSError, ValueError):
+        return False
 
 
 def finalize(out_root: Path, dirs: list[str], cfg) -> dict:
@@ -113,6 +132,7 @@ def finalize(out_root: Path, dirs: list[str], cfg) -> dict:
         if not (out_root / d / SCENE_RECORD).is_file():
             continue
         rec = json.loads((out_root / d / SCENE_RECORD).read_text())
+        rec.pop(RUN_KEY, None)  # bookkeeping, not part of the report's scene entry
         agg.add(rec["name"], rec["metrics"])
         scenes.append(rec)
     summary = agg.summary()

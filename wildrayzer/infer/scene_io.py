@@ -15,6 +15,7 @@ from .metrics import scene_metrics
 from .visuals import error_map, mask_overlay, save_png
 
 SCENE_RECORD = "scene.json"  # written last: its presence marks a finished scene
+RUN_KEY = "run_key"  # in the record: checkpoint/data/options it was made with (see run.run_key)
 
 
 def cameras_json(scene: str, frame_idx: list[int], num_context: int, c2w: Tensor, fxfycxcy: Tensor) -> dict:
@@ -31,7 +32,7 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def write_scene(pipe, item: dict, out_root: Path, dirname: str, cfg, lpips_model=None) -> dict:
+def write_scene(pipe, item: dict, out_root: Path, dirname: str, cfg, lpips_model=None, run_key=None) -> dict:
     """Predict, score and write one scene. item: a dataset sample (see docs/CONTRACTS.md). Returns its record."""
     vc = pipe.num_context
     images = item["images"][None]  # (1, V, 3, H, W)
@@ -104,7 +105,7 @@ def write_scene(pipe, item: dict, out_root: Path, dirname: str, cfg, lpips_model
               "plucker": [fix(e) for e in rec_plucker],
               "video": _rel(final / video.name, out_root) if video is not None else None,
               "files": {"cameras.json": f"{dirname}/cameras.json", "metrics.json": f"{dirname}/metrics.json"}}
-    (tmp / SCENE_RECORD).write_text(json.dumps(record, indent=1))
+    (tmp / SCENE_RECORD).write_text(json.dumps({**record, RUN_KEY: run_key}, indent=1))
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
