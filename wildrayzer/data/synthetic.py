@@ -26,6 +26,7 @@ import multiprocessing as mp
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -99,23 +100,39 @@ def view_selection(rng: np.random.Generator, frames: int, min_gap: int, max_gap:
     return {"context": [a, a + gap], "target": [int(t) for t in targets]}
 
 
+_WRITERS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _writer() -> ThreadPoolExecutor:
+    """Per-process PNG writer threads (cv2 releases the GIL while encoding, so writing overlaps ray casting)."""
+    pid = os.getpid()
+    if pid not in _WRITERS:  # a forked worker must not reuse its parent's threads
+        _WRITERS[pid] = ThreadPoolExecutor(max_workers=2, thread_name_prefix="synth-png")
+    return _WRITERS[pid]
+
+
 def write_scene(split_dir: Path, name: str, spec: SceneSpec, dynamic: bool, extra: dict) -> None:
     """Render every frame of ``spec`` and write images, GT extras and metadata into ``split_dir``."""
     folders = ["images", "depth"] + (["clean_images", "binary_masks"] if dynamic else [])
     for f in folders:
         (split_dir / f / name).mkdir(parents=True, exist_ok=True)
-    frames = []
+    frames, pending = [], []
+    pool = _writer()
     for i in range(len(spec.c2w)):
         out = render_frame(spec, i, with_transients=dynamic)
         stem = f"{i:05d}.png"
-        _write_png(split_dir / "images" / name / stem, _to_u8(out["image"]))
-        depth_mm = np.clip(np.round(out["depth"] * 1000.0), 0, 65535).astype(np.uint16)
-        _write_png(split_dir / "depth" / name / stem, depth_mm)
+        files = {"images": _to_u8(out["image"]),
+                 "depth": np.clip(np.round(out["depth"] * 1000.0), 0, 65535).astype(np.uint16)}
         if dynamic:
-            _write_png(split_dir / "clean_images" / name / stem, _to_u8(out["clean"]))
-            _write_png(split_dir / "binary_masks" / name / stem, out["mask"].astype(np.uint8) * 255)
+            files["clean_images"] = _to_u8(out["clean"])
+            files["binary_masks"] = out["mask"].astype(np.uint8) * 255
+        pending += [pool.submit(_write_png, split_dir / folder / name / stem, arr) for folder, arr in files.items()]
+        while len(pending) > 32:  # bound the frames held in memory
+            pending.pop(0).result()
         frames.append({"image_path": f"images/{name}/{stem}", "fxfycxcy": [float(x) for x in spec.fxfycxcy],
                        "w2c": np.linalg.inv(spec.c2w[i]).tolist()})
+    for job in pending:
+        job.result()  # re-raises a failed write
     meta = {"scene_name": name, "frames": frames,
             "synthetic": {"trajectory": spec.trajectory, "num_transients": len(spec.transients),
                           "depth_unit_m": 0.001, "world_up": [0.0, 1.0, 0.0], **extra}}
