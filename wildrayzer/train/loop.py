@@ -211,6 +211,7 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
                 t_last, steps_since = time.perf_counter(), 0
             if step % t.checkpoint_every == 0 or step == t.max_steps:
                 rngs = gather_objects(capture_rng(), info)
+                write_error = None
                 if info.is_main:
                     train_state = {"step": step, "optimizer": optimizer.state_dict(),
                                    "scheduler": scheduler.state_dict(), "rng": rngs, "sampler": loader.state_dict(),
@@ -218,11 +219,12 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
                     try:
                         save_checkpoint(run_dir, step, model, cfg, train_state, t.keep_last_n, semantic_dim)
                     except OSError as e:  # disk full, quota, I/O error: LATEST still names the previous checkpoint
-                        raise CheckpointWriteError(
-                            f"cannot write the step-{step} checkpoint in {run_dir / 'checkpoints'} ({e.strerror or e}); "
-                            f"last good checkpoint: {last_ckpt or 'none'}. Free disk space and re-run the same "
-                            "command to resume") from None
-                barrier(info)
+                        write_error = e.strerror or str(e)
+                if any_true(write_error is not None, info):  # every rank stops together (no rank left in a barrier)
+                    raise CheckpointWriteError(
+                        f"cannot write the step-{step} checkpoint in {run_dir / 'checkpoints'} "
+                        f"({write_error or 'failed on rank 0'}); last good checkpoint: {last_ckpt or 'none'}. "
+                        "Free disk space and re-run the same command to resume")
                 last_ckpt = run_dir / "checkpoints" / f"ckpt_{step:08d}.safetensors"
     finally:
         logger.close()
