@@ -2,14 +2,16 @@
 
 Scenes (:mod:`wildrayzer.pseudolabel_synth`): natural photos as static scenes, renders slightly blurred and tinted
 like a static model's, a moving textured blob pasted on the photos. Measured on seeds 0-5 at 128x128, 6 frames,
-EfficientNet-Lite0 features (IoU per scene):
-- score_threshold 1.0 (config default): 0.79 0.48 0.39 0.96 0.96 0.88, mean 0.74; static scenes get 6 % mask
-  pixels, as many as the moving scenes' objects cover (5 %): blurred texture gives every frame a z > 1 tail;
-- score_threshold 1.5 (RECOMMENDED): 0.95 0.98 0.26 1.00 0.97 0.98, mean 0.86; static scenes 3.5 % (by seed:
-  2.1 12.2 0.0 0.1 0.1 6.8 %); without GrabCut 0.70;
-- score_threshold 2.0: mean 0.83, static scenes 0.9 %.
-Seed 2 is a dark object on a dark sky, hard for both cues. On 8 embedded synthetic Dynamic-RE10K test scenes with
-perfect (clean) renders the thresholds 1.0 / 1.5 / 2.0 give 0.95 / 0.92 / 0.64, so 1.5 is the compromise.
+EfficientNet-Lite0 features (IoU per scene; "static": mask fraction on the same scenes without the object):
+- score_threshold 1.0 (config default): 0.82 0.93 0.39 0.97 0.96 0.95, mean 0.84; static 5.5 % (by seed: 4.3 15.3
+  0.2 0.5 1.6 10.8 %), about what the moving scenes' objects cover (5 %);
+- score_threshold 1.5 (RECOMMENDED): 0.95 0.99 0.27 1.00 0.97 0.99, mean 0.86; static 1.5 % (0.1 5.9 0.0 0.0 0.1
+  2.7 %); without GrabCut 0.69;
+- score_threshold 2.0: mean 0.83, static 0.03 %.
+Seed 2 is a dark object on a dark sky, hard for both cues. Matching the photo's blur to the render before SSIM
+(``match_render_blur``) cut the static false positives at 1.5 from 3.5 % to 1.5 % at equal IoU. On 8 embedded
+synthetic Dynamic-RE10K test scenes with perfect (clean) renders, thresholds 1.0 / 1.5 / 2.0 give 0.96 / 0.90 /
+0.62, so 1.5 is the compromise.
 """
 
 import statistics
@@ -19,7 +21,13 @@ import torch
 
 from wildrayzer.config import load_config
 from wildrayzer.errors import ConfigError
-from wildrayzer.pseudolabel import build_pseudo_masks, pseudo_masks_for_batch, zscore
+from wildrayzer.pseudolabel import (
+    build_pseudo_masks,
+    gaussian_blur,
+    match_render_blur,
+    pseudo_masks_for_batch,
+    zscore,
+)
 from wildrayzer.pseudolabel_synth import make_scene, mask_iou
 from wildrayzer.semantic import build_semantic_backbone
 
@@ -83,6 +91,14 @@ def test_zscore():
     torch.testing.assert_close(z.flatten(1).std(1), torch.ones(3), atol=1e-4, rtol=0)
 
 
+def test_match_render_blur_picks_the_render_sharpness(scenes):
+    photos = scenes[0, False]["photos"][:3]
+    renders = torch.stack([photos[0], gaussian_blur(photos[1:2], 1.0)[0], gaussian_blur(photos[2:3], 2.0)[0]])
+    matched = match_render_blur(photos, renders)
+    torch.testing.assert_close(matched, renders)  # frame 0 stays sharp, frames 1 and 2 get sigma 1 and 2
+    assert torch.equal(match_render_blur(photos, renders, sigmas=()), photos)
+
+
 def test_iou_against_ground_truth(runs, scenes):
     default = _iou(runs, scenes, "default")
     assert statistics.mean(default) >= 0.65, default
@@ -100,10 +116,9 @@ def test_grabcut_snaps_to_the_object(runs, scenes):
 def test_static_scenes_get_small_masks(runs):
     static = [runs("recommended", seed, False).masks.mean().item() for seed in SEEDS]
     moving = [runs("recommended", seed, True).masks.mean().item() for seed in SEEDS]
-    # Most static scenes stay (nearly) empty; finely textured ones (seed 1: a striped flag; 5) do not, because the
-    # render's blur is indistinguishable from change there (see the module docstring).
-    assert sum(f < 0.025 for f in static) >= 4, static
-    assert statistics.mean(static) < 0.04, static
+    # Most static scenes stay (nearly) empty; finely textured ones (seed 1: a striped flag; 5) keep a little.
+    assert sum(f < 0.01 for f in static) >= 4, static
+    assert statistics.mean(static) < 0.025, static
     assert sum(m > 2 * f for m, f in zip(moving, static)) >= 4, (moving, static)
 
 

@@ -2,7 +2,8 @@
 
 Per scene (T target photos and their static renders, plus semantic features of both):
 
-1. dissimilarity maps: SSIM (1 - SSIM, window ``pseudolabel.ssim_window``) and semantic (1 - cosine of backbone
+1. dissimilarity maps: SSIM (1 - SSIM, window ``pseudolabel.ssim_window``; the photo is first blurred to the
+   render's sharpness, see :func:`match_render_blur`) and semantic (1 - cosine of backbone
    features, upsampled to full resolution); each z-scored per frame (mean / std over the frame's pixels: a frame
    whose render is poor everywhere is not all "moving"), combined ``semantic_weight * sem + ssim_weight * ssim``;
 2. co-segmentation (:mod:`wildrayzer.cosegment`): k-means (``kmeans_k``, ``kmeans_iters``, seeded) on the photos'
@@ -34,6 +35,9 @@ from .cosegment import cosegment
 from .errors import ConfigError
 from .image_ops import psnr, ssim_map
 
+# Candidate blurs (pixels) for matching a photo to its render's sharpness before SSIM; () disables the matching.
+RENDER_BLUR_SIGMAS = (0.5, 1.0, 1.5, 2.0)
+
 
 @dataclass
 class PseudoMasks:
@@ -52,12 +56,37 @@ def zscore(x: Tensor, eps: float = 1e-6) -> Tensor:
     return z.view_as(x)
 
 
+def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """x: (N, C, H, W) -> (N, C, H, W) separable Gaussian blur, reflect padding (radius 3 sigma)."""
+    r = max(1, int(3 * sigma))
+    k = torch.exp(-(torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) ** 2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (r, r, r, r), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def match_render_blur(photos: Tensor, renders: Tensor, sigmas=RENDER_BLUR_SIGMAS) -> Tensor:
+    """Blur each photo to the render's sharpness: of {no blur} U ``sigmas``, the Gaussian that brings it closest (MSE)
+    to its render. photos, renders: (T, 3, H, W) -> (T, 3, H, W). A static model renders low-passed images; without
+    this, SSIM reads the lost fine texture as change everywhere in textured static regions."""
+    best, err = photos, ((photos - renders) ** 2).flatten(1).mean(1)
+    for sigma in sigmas:
+        blurred = gaussian_blur(photos, float(sigma))
+        e = ((blurred - renders) ** 2).flatten(1).mean(1)
+        best = torch.where((e < err)[:, None, None, None], blurred, best)
+        err = torch.minimum(err, e)
+    return best
+
+
 def dissimilarity_scores(photos: Tensor, renders: Tensor, photo_feats: Tensor, render_feats: Tensor,
                          pl_cfg) -> Tensor:
     """photos, renders: (T, 3, H, W) in [0, 1]; photo_feats, render_feats: (T, C, h, w)
     -> combined score (T, 1, H, W) = semantic_weight * z(1 - cos) + ssim_weight * z(1 - SSIM)."""
     height, width = photos.shape[-2:]
-    ssim_d = 1.0 - ssim_map(photos.float(), renders.float(), window=int(pl_cfg.ssim_window))
+    photos = match_render_blur(photos.float(), renders.float())
+    ssim_d = 1.0 - ssim_map(photos, renders.float(), window=int(pl_cfg.ssim_window))
     cos = (F.normalize(photo_feats.float(), dim=1, eps=1e-6) * F.normalize(render_feats.float(), dim=1, eps=1e-6))
     sem_d = F.interpolate(1.0 - cos.sum(1, keepdim=True), size=(height, width), mode="bilinear",
                           align_corners=False)

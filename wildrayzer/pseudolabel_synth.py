@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from skimage import data as skdata
 from torch import Tensor
 
+from .pseudolabel import gaussian_blur
+
 BACKGROUNDS = ("astronaut", "coffee", "rocket", "immunohistochemistry", "brick", "grass", "gravel")
 OBJECTS = ("chelsea", "coffee", "astronaut", "rocket")
 
@@ -24,17 +26,6 @@ def _photo(name: str) -> Tensor:
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     return torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1).float() / 255.0
-
-
-def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """x: (N, C, H, W) -> (N, C, H, W) separable Gaussian blur with reflect padding."""
-    r = max(1, int(3 * sigma))
-    k = torch.exp(-(torch.arange(-r, r + 1, dtype=torch.float32) ** 2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.pad(x, (r, r, r, r), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def _blob(size: int, gen: torch.Generator) -> Tensor:
@@ -85,7 +76,7 @@ def make_scene(size: int = 128, frames: int = 6, seed: int = 0, moving_object: b
             mask[0, py:py + osz, px:px + osz] = alpha
             photo[:, py:py + osz, px:px + osz] = alpha * obj + (1 - alpha) * view[:, py:py + osz, px:px + osz]
         photos.append((photo + noise * torch.randn(photo.shape, generator=gen)).clamp(0, 1))
-        renders.append((_gaussian_blur(view[None], render_blur)[0] * tint).clamp(0, 1))
+        renders.append((gaussian_blur(view[None], render_blur)[0] * tint).clamp(0, 1))
         masks.append(mask)
     return {"photos": torch.stack(photos), "renders": torch.stack(renders), "masks": torch.stack(masks)}
 
