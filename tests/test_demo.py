@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from test_api import make_tiny_checkpoint
 
@@ -19,6 +20,15 @@ from wildrayzer.demo import camera_figure, load_upload, run_demo_prediction
 from wildrayzer.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a shared, oversubscribed CPU, 2 spinning threads are ~4x slower than 1."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _has_gradio() -> bool:
@@ -70,7 +80,6 @@ def test_load_upload_rejects_huge_images_with_a_message(tmp_path, monkeypatch):
 
 
 def test_camera_figure_draws_one_frustum_per_view():
-    import torch
     from matplotlib.figure import Figure
 
     from wildrayzer.geometry import make_pose, rotation_6d_to_matrix
