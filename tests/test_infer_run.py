@@ -231,6 +231,12 @@ def test_view_count_mismatch_is_one_line_exit_2(setup, tmp_path):
     assert "num_target_views: checkpoint 6 vs config 3" in err
 
 
+def test_semantic_features_unlike_training_are_one_line_exit_2(setup, tmp_path):
+    rc, _, err = run_cli(infer_args(setup, tmp_path / "o", "semantic.feature_size=16"))
+    assert rc == 2 and err.count("\n") == 1
+    assert "semantic.feature_size=16 but" in err and "set semantic.feature_size=4" in err
+
+
 def test_missing_checkpoint_exit_2_with_download_hint(setup, tmp_path):
     rc, _, err = run_cli(infer_args(setup, tmp_path / "o", f"inference.model_path={tmp_path / 'nope.pt'}"))
     assert rc == 2 and err.count("\n") == 1

@@ -47,7 +47,12 @@ class Pipeline:
         if loaded.model.motion is not None:
             from ..semantic import build_semantic_backbone
 
-            sem_cfg = semantic_cfg if semantic_cfg is not None else loaded.config.semantic
+            stored = loaded.config.semantic
+            sem_cfg = semantic_cfg if semantic_cfg is not None else stored
+            for key in ("backbone", "feature_size"):  # what the motion estimator was trained on; only paths may differ
+                if sem_cfg[key] != stored[key]:
+                    raise ConfigError(f"semantic.{key}={sem_cfg[key]} but {loaded.path} was trained with "
+                                      f"semantic.{key}={stored[key]}; set semantic.{key}={stored[key]}")
             semantic = build_semantic_backbone(sem_cfg)
             want = int(loaded.metadata.get("semantic_dim", "0"))
             if semantic.out_dim != want:
