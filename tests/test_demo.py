@@ -172,6 +172,8 @@ def test_real_app_with_gradio_client(ckpt, tmp_path):
         bad.write_text("not an image")
         with pytest.raises(AppError, match="(?i)image"):
             client.predict(handle_file(str(bad)), handle_file(str(b)), api_name="/predict")
+        with pytest.raises(AppError, match="upload an image for every input view"):  # our own message
+            client.predict(None, handle_file(str(b)), api_name="/predict")
         assert proc.poll() is None
         again = client.predict(handle_file(str(b)), handle_file(str(a)), api_name="/predict")
         assert len(again[0]) == 2
