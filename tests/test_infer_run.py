@@ -246,8 +246,8 @@ def test_missing_checkpoint_exit_2_with_download_hint(setup, tmp_path):
 
 def test_scene_names_and_output_root_are_safe(tmp_path):
     taken: set[str] = set()
-    names = [safe_scene_dirname(n, taken) for n in ("../evil", "a/b", "a_b", "", "<x>")]
-    assert names == ["evil", "a_b", "a_b_1", "scene", "x"]
+    names = [safe_scene_dirname(n, taken) for n in ("../evil", "a/b", "a_b", "", "<x>", "index.html", "metrics.json")]
+    assert names == ["evil", "a_b", "a_b_1", "scene", "x", "index.html_1", "metrics.json_1"]  # not the root's files
     assert all("/" not in n and not n.startswith(".") for n in names)
     with pytest.raises(UserError, match="inside the dataset"):
         check_output_root(tmp_path / "data" / "out", tmp_path / "data")

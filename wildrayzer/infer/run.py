@@ -23,6 +23,7 @@ from .metrics import MetricsAggregator, format_metrics_table
 from .scene_io import RUN_KEY, SCENE_RECORD, write_scene
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_RESERVED = {"index.html", "index.html.tmp", "metrics.json", "metrics.json.tmp"}  # files the runner writes in the root
 
 
 def safe_scene_dirname(name: str, taken: set[str]) -> str:
@@ -30,7 +31,7 @@ def safe_scene_dirname(name: str, taken: set[str]) -> str:
     base = _SAFE.sub("_", name).strip("._") or "scene"
     base = base[:96]
     out, i = base, 1
-    while out in taken:
+    while out in taken or out.lower() in _RESERVED:
         out, i = f"{base}_{i}", i + 1
     taken.add(out)
     return out
@@ -44,7 +45,7 @@ def check_output_root(out_root: Path, data_root: Path) -> None:
                         "the data directory (e.g. experiments/evaluation/<name>)")
     try:
         o.mkdir(parents=True, exist_ok=True)
-        probe = o / ".write_test"
+        probe = o / f".write_test.{os.getpid()}"  # per process: torchrun ranks probe at the same time
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
