@@ -96,7 +96,8 @@ def test_pil_numpy_and_tensor_inputs_give_the_same_prediction(model):
     as_np = model.predict(arrs)
     as_float = model.predict([torch.from_numpy(a).permute(2, 0, 1).float() / 255 for a in arrs])
     as_u8_tensor = model.predict([torch.from_numpy(a).permute(2, 0, 1) for a in arrs])
-    for other in (as_np, as_float, as_u8_tensor):
+    as_batch = model.predict(torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2))  # one (V, C, H, W) tensor
+    for other in (as_np, as_float, as_u8_tensor, as_batch):
         assert torch.allclose(other["images"], as_pil["images"], atol=1e-6)
         assert torch.allclose(other["cameras"]["c2w"], as_pil["cameras"]["c2w"], atol=1e-5)
         assert torch.allclose(other["motion_masks"], as_pil["motion_masks"], atol=1e-5)

@@ -107,7 +107,7 @@ class WildRayZer:
         ``motion_masks`` (V, 1, S, S) probabilities or None, ``images`` (V, 3, S, S) as the model saw them and
         ``scene_tokens`` (1, L, D) for :meth:`render`.
         """
-        if isinstance(images, (Tensor, np.ndarray)) and np.ndim(images) == 4:
+        if isinstance(images, (Tensor, np.ndarray)) and images.ndim == 4:  # (V, C, H, W) tensor / (V, H, W, C) array
             images = list(images)
         if not isinstance(images, (list, tuple)):
             raise UserError("predict() takes a list of images")
