@@ -66,9 +66,10 @@ def run_inference(cfg, progress: bool = True) -> dict:
     check_output_root(out_root, Path(cfg.data.root))
     info = init_distributed(cfg.inference.device)
     try:
-        pipe = Pipeline.load(cfg.inference.model_path, expected_cfg=cfg, device=cfg.inference.device,
-                             semantic_cfg=cfg.semantic)
-        pipe.device = info.device if hasattr(info, "device") else pipe.device
+        # Loaded on the CPU, then moved to this rank's device: device="auto" here would select (and make current)
+        # cuda:0 in every torchrun rank.
+        pipe = Pipeline.load(cfg.inference.model_path, expected_cfg=cfg, device="cpu", semantic_cfg=cfg.semantic)
+        pipe.device = info.device
         pipe.model.to(pipe.device)
         if pipe.semantic is not None:
             pipe.semantic.to(pipe.device)
