@@ -298,47 +298,27 @@ def _check_complete(out: Path) -> None:
         assert s in doc and f"{s}/render_00.png" in doc
 
 
-def test_interrupted_inference_completes_only_missing_scenes(synth, tmp_path, monkeypatch, capsys):
-    """Simulated interruption: two scenes unfinished (record deleted / only a temp folder) and a stale temp folder:
-    the re-run recomputes exactly those two, leaves the finished ones untouched and reports all four."""
+def test_sigkilled_inference_resumes_and_reports_every_scene(synth, tmp_path, capsys):
+    """inference.py killed with SIGKILL as soon as one scene is finished (usually mid-way through the next one, whose
+    temp folder stays behind); re-running adds only the missing scenes, leaves the finished ones untouched, clears the
+    temp folder and reports all of them. (tests/test_infer_run.py simulates the leftovers; this is a real kill.)"""
     ckpt = _pretrained(tmp_path)
     out = tmp_path / "out"
-    argv = ["infer", "--config", str(INFER_CFG), *infer_overrides(ckpt, synth, out)]
-    assert cli_main(argv) == 0
-    _check_complete(out)
-    (out / SCENES[1] / "scene.json").unlink()  # killed before the record was written... (folder half there)
-    os.replace(out / SCENES[3], out / f".tmp-{SCENES[3]}")  # ...or before the rename
-    (out / "index.html").unlink()
-    (out / "metrics.json").unlink()
-    finished = _records(out)
-    assert sorted(finished) == [SCENES[0], SCENES[2]]
-    time.sleep(0.05)
-    assert cli_main(argv) == 0
-    capsys.readouterr()
-    after = _records(out)
-    assert {k: after[k] for k in finished} == finished, "finished scenes were recomputed"
-    assert after[SCENES[1]] > finished[SCENES[0]] and SCENES[3] in after
-    _check_complete(out)
-
-
-@pytest.mark.slow
-def test_sigkilled_inference_resumes_and_reports_every_scene(synth, tmp_path):
-    """A real kill -9 once at least one scene is finished; the re-run adds only the missing scenes."""
-    ckpt = _pretrained(tmp_path)
-    out = tmp_path / "out"
-    argv = [str(REPO / "inference.py"), "--config", str(INFER_CFG), *infer_overrides(ckpt, synth, out)]
-    p = start(argv)
+    overrides = infer_overrides(ckpt, synth, out)
+    p = start([str(REPO / "inference.py"), "--config", str(INFER_CFG), *overrides])
     t0 = time.monotonic()
     while p.poll() is None and len(_records(out)) < 1 and time.monotonic() - t0 < 300:
-        time.sleep(0.01)
+        time.sleep(0.005)
     p.send_signal(signal.SIGKILL)
-    finish(p)
+    rc, err = finish(p)
     finished = _records(out)
-    assert 1 <= len(finished) <= len(SCENES)
-    assert not (out / "index.html").exists() or len(finished) == len(SCENES)
+    assert 1 <= len(finished) <= len(SCENES), err
+    if rc == -signal.SIGKILL:
+        assert len(finished) < len(SCENES) and not (out / "index.html").exists()
     time.sleep(0.05)
-    rc, err = finish(start(argv))
-    assert rc == 0, err
+    # the same command again (in this process; the kill needed a process, the re-run does not)
+    assert cli_main(["infer", "--config", str(INFER_CFG), *overrides]) == 0
+    capsys.readouterr()
     after = _records(out)
     assert {k: after[k] for k in finished} == finished, "finished scenes were recomputed"
     _check_complete(out)
