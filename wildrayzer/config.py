@@ -122,7 +122,9 @@ class PseudoLabelConfig:
     kmeans_iters: int = 20
     top_cluster_fraction: float = 0.05
     min_frame_votes: int = 4
-    score_threshold: float = 1.0  # z-score above which a pixel is a candidate before co-segmentation
+    score_threshold: float = 1.5  # z-score above which a pixel is a candidate before co-segmentation
+    # Gaussian blurs tried on the photo to match the render's sharpness before SSIM (empty list: no matching)
+    render_blur_sigmas: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
     morph_kernel: int = 5
     grabcut: bool = True
     grabcut_iters: int = 3

@@ -35,9 +35,6 @@ from .cosegment import cosegment
 from .errors import ConfigError
 from .image_ops import psnr, ssim_map
 
-# Candidate blurs (pixels) for matching a photo to its render's sharpness before SSIM; () disables the matching.
-RENDER_BLUR_SIGMAS = (0.5, 1.0, 1.5, 2.0)
-
 
 @dataclass
 class PseudoMasks:
@@ -67,7 +64,7 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def match_render_blur(photos: Tensor, renders: Tensor, sigmas=RENDER_BLUR_SIGMAS) -> Tensor:
+def match_render_blur(photos: Tensor, renders: Tensor, sigmas=(0.5, 1.0, 1.5, 2.0)) -> Tensor:
     """Blur each photo to the render's sharpness: of {no blur} U ``sigmas``, the Gaussian that brings it closest (MSE)
     to its render. photos, renders: (T, 3, H, W) -> (T, 3, H, W). A static model renders low-passed images; without
     this, SSIM reads the lost fine texture as change everywhere in textured static regions."""
@@ -85,7 +82,7 @@ def dissimilarity_scores(photos: Tensor, renders: Tensor, photo_feats: Tensor, r
     """photos, renders: (T, 3, H, W) in [0, 1]; photo_feats, render_feats: (T, C, h, w)
     -> combined score (T, 1, H, W) = semantic_weight * z(1 - cos) + ssim_weight * z(1 - SSIM)."""
     height, width = photos.shape[-2:]
-    photos = match_render_blur(photos.float(), renders.float())
+    photos = match_render_blur(photos.float(), renders.float(), tuple(pl_cfg.render_blur_sigmas))
     ssim_d = 1.0 - ssim_map(photos, renders.float(), window=int(pl_cfg.ssim_window))
     cos = (F.normalize(photo_feats.float(), dim=1, eps=1e-6) * F.normalize(render_feats.float(), dim=1, eps=1e-6))
     sem_d = F.interpolate(1.0 - cos.sum(1, keepdim=True), size=(height, width), mode="bilinear",
