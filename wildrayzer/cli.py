@@ -18,7 +18,7 @@ from .errors import EXIT_USER_ERROR, UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("wildrayzer.train.run", "train a stage: --config FILE [key=value ...]"),
     "infer": ("wildrayzer.infer.run", "run inference/evaluation: --config FILE [key=value ...]"),
-    "data": ("wildrayzer.data.cli", "synthesise, check or import datasets (synth | import)"),
+    "data": ("wildrayzer.data.cli", "synthesise, import or check datasets (synth | import | check)"),
     "pseudolabel": ("wildrayzer.pseudolabel_cli", "build pseudo-motion masks offline: --config FILE [key=value ...]"),
     "demo": ("wildrayzer.demo", "launch the Gradio demo"),
     "bench": ("wildrayzer.bench", "speed / quality benchmarks (speed | quality | synth | pseudolabel)"),
