@@ -244,6 +244,14 @@ def test_missing_checkpoint_exit_2_with_download_hint(setup, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_published_config_without_the_released_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the published command, verbatim, where ./checkpoints/wildrayzer_2view.pt is absent
+    rc, _, err = run_cli(["infer", "--config", str(REPO / "configs/wildrayzer_inference.yaml"),
+                          "inference.model_path=./checkpoints/wildrayzer_2view.pt", "inference_out_root=out"])
+    assert rc == 2 and err.count("\n") == 1
+    assert "checkpoint not found: ./checkpoints/wildrayzer_2view.pt. Download the released" in err
+
+
 def test_scene_names_and_output_root_are_safe(tmp_path):
     taken: set[str] = set()
     names = [safe_scene_dirname(n, taken) for n in ("../evil", "a/b", "a_b", "", "<x>", "index.html", "metrics.json")]
