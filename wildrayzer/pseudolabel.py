@@ -185,15 +185,22 @@ def build_pseudo_masks(photos: Tensor, renders: Tensor, photo_feats: Tensor, ren
 
 
 @torch.no_grad()
-def pseudo_masks_for_batch(renders: Tensor, targets: Tensor, backbone, cfg, seed: int = 0) -> tuple[Tensor, Tensor]:
+def pseudo_masks_for_batch(renders: Tensor, targets: Tensor, backbone, cfg, seed: int = 0,
+                           target_feats: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """In-loop pseudo-labels. renders, targets: (B, T, 3, H, W) in [0, 1] (renders from the frozen static model);
-    ``backbone`` a frozen :class:`~wildrayzer.semantic.SemanticBackbone` -> masks (B, T, 1, H, W) float32 in {0, 1},
-    reliable (B, T) bool, on the inputs' device. Each batch item is one scene for the co-segmentation."""
+    ``backbone`` a frozen :class:`~wildrayzer.semantic.SemanticBackbone`; ``target_feats`` (B, T, C, h, w): the
+    targets' features when the caller already has them (saves a backbone pass) -> masks (B, T, 1, H, W) float32 in
+    {0, 1}, reliable (B, T) bool, on the inputs' device. Each batch item is one scene for the co-segmentation."""
     b, t = targets.shape[:2]
     if renders.shape != targets.shape:
         raise ValueError(f"renders {tuple(renders.shape)} and targets {tuple(targets.shape)} must match")
-    both = rearrange(torch.stack([targets, renders.clamp(0, 1)]), "two b t c h w -> (two b t) c h w")
-    feats = rearrange(backbone(both.float()), "(two b t) c h w -> two b t c h w", two=2, b=b)
+    if target_feats is None:
+        both = rearrange(torch.stack([targets, renders.clamp(0, 1)]), "two b t c h w -> (two b t) c h w")
+        feats = rearrange(backbone(both.float()), "(two b t) c h w -> two b t c h w", two=2, b=b)
+    else:
+        render_feats = rearrange(backbone(rearrange(renders.clamp(0, 1).float(), "b t c h w -> (b t) c h w")),
+                                 "(b t) c h w -> b t c h w", b=b)
+        feats = torch.stack([target_feats.float(), render_feats])
     masks, reliable = [], []
     for i in range(b):
         out = build_pseudo_masks(targets[i], renders[i], feats[0, i], feats[1, i], cfg, seed=seed)

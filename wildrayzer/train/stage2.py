@@ -67,7 +67,8 @@ class MotionStageBase:
         return f.view(b, v, *f.shape[1:])
 
     @torch.no_grad()
-    def labels(self, static_renders: Tensor | None, batch: dict, cfg) -> tuple[Tensor, Tensor]:
+    def labels(self, static_renders: Tensor | None, batch: dict, cfg,
+               feats: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """-> mask labels (B, V, 1, H, W) and validity (B, V) for every view. Targets get pseudo-masks (when on)
         united with their paste masks; context views are labelled only where something was pasted on them (a
         context view's own transients cannot be pseudo-labelled: its render reproduces them)."""
@@ -80,7 +81,8 @@ class MotionStageBase:
         valid = torch.zeros(b, v, dtype=torch.bool, device=images.device)
         paste = batch.get("paste_masks")
         if cfg.model.use_dinov3_pseudolabel:
-            masks, reliable = pseudo_masks_for_batch(static_renders, images[:, vc:], self.semantic, cfg)
+            masks, reliable = pseudo_masks_for_batch(static_renders, images[:, vc:], self.semantic, cfg,
+                                                     target_feats=None if feats is None else feats[:, vc:])
             labels[:, vc:] = masks.to(labels)
             valid[:, vc:] = reliable.to(valid.device)
         if paste is not None:
@@ -105,7 +107,7 @@ class Stage2MotionMask(MotionStageBase):
         feats = self.features(images)
         out = model(images, cfg.model.num_context_views, semantic_feats=feats, motion_all_views=True,
                     apply_mae=False)
-        labels, valid = self.labels(out["renders"].detach(), batch, cfg)
+        labels, valid = self.labels(out["renders"].detach(), batch, cfg, feats)
         out["mask_labels"], out["mask_valid"] = labels, valid
         return out
 

@@ -72,7 +72,7 @@ class Stage3JointCopyPaste(MotionStageBase):
                                                    apply_mae=False)["renders"]
         labelled = dict(batch, images=images, paste_masks=paste) if paste is not None else batch
         out = model(images, vc, semantic_feats=feats, motion_all_views=True)
-        labels, valid = self.labels(static_renders, labelled, cfg)
+        labels, valid = self.labels(static_renders, labelled, cfg, feats)
         out["mask_labels"], out["mask_valid"] = labels, valid
         out["pasted_images"], out["paste_masks"] = images, paste
         return out
