@@ -158,6 +158,22 @@ def test_sigkill_inside_checkpoint_write_then_resume_matches_uninterrupted(synth
     assert "resuming from" in err and "ckpt_00000002" in err
     assert read_weights(latest_checkpoint(run))[1]["step"] == str(STEPS)
     assert_same_params(weights_of(run), reference)
+    assert not list((run / "checkpoints").glob(".*tmp*")), "the killed writer's temp file was never removed"
+
+
+def test_sigkill_before_weights_rename_leaves_no_orphan_after_resume(synth, tmp_path, capsys):
+    """Killed with checkpoint 2's full-size weights temp file on disk: LATEST names checkpoint 1 and the resumed run
+    removes the orphan (at paper scale each one is a 1.5 GB file that a preempted cluster job would pile up)."""
+    run = tmp_path / "run"
+    rc, err = finish(start(train_argv(tmp_path, synth, "training.max_steps=3"), kill_at_replace=3 * 2))
+    assert rc == -signal.SIGKILL, err
+    orphans = list((run / "checkpoints").glob(".ckpt_00000002.safetensors.tmp*"))
+    assert len(orphans) == 1 and orphans[0].stat().st_size > 100_000
+    assert verify_latest(run, 0) == 1
+    argv = ["train", "--config", str(TRAIN_CFG), *train_overrides(tmp_path, synth, "training.max_steps=3")]
+    assert cli_main(argv) == 0
+    capsys.readouterr()
+    assert verify_latest(run, 1) == 3 and not list((run / "checkpoints").glob(".*tmp*"))
 
 
 @pytest.mark.slow
@@ -199,6 +215,7 @@ def test_random_sigkill_trials_never_lose_a_checkpoint(synth, reference, tmp_pat
         rc, err = finish(start(train_argv(out, synth)))
         assert rc == 0, err
         assert_same_params(weights_of(run), reference)
+        assert not list((run / "checkpoints").glob(".*tmp*")), "temp files of killed writers left behind"
         shutil.rmtree(out)
     print(f"kill trials: {trials}, kills: {kills}, checkpoints lost: {lost}")
     assert lost == 0 and kills >= trials

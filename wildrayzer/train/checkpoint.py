@@ -95,6 +95,9 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, cfg, train_state
     """Write weights + training state for ``step``, then move LATEST to it, then prune to the last ``keep_last_n``."""
     ckpt_dir = Path(run_dir) / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ckpt_dir.glob(".ckpt_*.tmp*"):  # temp files of a killed writer (one writer per run: rank 0)
+        if stale.name.rpartition(".tmp")[2] != str(os.getpid()):
+            stale.unlink(missing_ok=True)
     stem = f"ckpt_{step:08d}"
     weights = ckpt_dir / f"{stem}.safetensors"
     atomic_write_bytes(weights, weights_bytes(model, cfg, step, semantic_dim))
