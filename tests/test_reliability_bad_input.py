@@ -209,8 +209,8 @@ def view_idx_too_few_targets(w, d):
 
 
 def fewer_frames_than_views(w, d):  # 12 frames per scene, 2 + 20 views requested
-    ck = _copy(w, d, "re10k_processed_v2")
-    return Expect(train_cmd(d, ck, "model.num_target_views=20"), ("static_train_000", "12 frames", "22 views"))
+    root = _copy(w, d, "re10k_processed_v2")
+    return Expect(train_cmd(d, root, "model.num_target_views=20"), ("static_train_000", "12 frames", "22 views"))
 
 
 def unknown_config_key(w, d):
