@@ -107,7 +107,7 @@ def pixel_rays_camera(fxfycxcy: Tensor, height: int, width: int) -> Tensor:
 def ray_origins_directions(c2w: Tensor, fxfycxcy: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
     """c2w: (..., 4, 4), fxfycxcy: (..., 4) -> origins (..., H, W, 3), unit world directions (..., H, W, 3)."""
     d_cam = pixel_rays_camera(fxfycxcy, height, width)
-    # One (W, 3) @ (3, 3) matmul per image row, not a 3x3 @ 3x1 matmul per pixel (1.7-2.5x faster fwd+bwd).
+    # One (W, 3) @ (3, 3) matmul per image row, not a 3x3 @ 3x1 matmul per pixel (Plücker fwd+bwd 1.2-1.4x faster).
     d = F.normalize(d_cam @ c2w[..., None, :3, :3].transpose(-1, -2), dim=-1)
     o = c2w[..., None, None, :3, 3].expand_as(d)
     return o, d
