@@ -9,7 +9,8 @@ Measurements (one JSON object each, with machine info and the 1-minute load aver
 * ``train_step``: forward + backward + grad clipping + AdamW step of stage 1 (MSE loss; the perceptual term is off as
   in the tiny configs) for the tiny config and the paper-width model (d=768, 12 heads, 256², patch 16, 768 latents,
   2 context + 6 targets). On CPU the paper-width step uses ``--paper-train-layers`` layers per part (default 1: a
-  full 12/8/12 step costs ~6 TFLOP) -- FLOPs and MFU are counted for the layers actually run;
+  full 12/8/12 step costs ~6 TFLOP) -- FLOPs and MFU are counted for the layers actually run; ``tokens_per_s`` =
+  input patch tokens (batch · views · patches per view) per second; time = best of the repeats (median also given);
 * ``inference``: 2 context -> 6 targets, paper width and layer counts (the pipeline's call: the camera estimator sees
   all 8 views), latency and its ratio to the floor = model FLOPs / peak;
 * ``inference_targets``: rendering 1, 2, 4, 8 targets from fixed scene latents (``WildRayZer.render``), linear fit;
@@ -245,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         quick = args.quick
         run_other(rep, "bench_synth.py", ["--scenes", "1", "--frames", "8"] if quick else [])
         run_other(rep, "bench_pseudolabel.py", ["--scenes", "2"] if quick else [])
+
+    end = peak_matmul(device, size, repeats=5)  # contention drift: a lower/higher end peak means the figures moved
+    rep.emit("peak_matmul_end", **end, start_peak_flops=peak, end_over_start=round(end["peak_flops"] / peak, 3))
 
     from speed_table import table
 

@@ -26,6 +26,10 @@ def table(rows: list[dict]) -> str:
         if kind == "peak_matmul":
             out.append(f"| peak matmul | {r['dtype']} {r['size']}² best of {len(r['runs_s'])} | {_g(r['peak_flops'])} "
                        f"(median {_g(r['median_flops'])}) | = peak | – | {load} |")
+        elif kind == "peak_matmul_end":
+            out.append(f"| peak matmul, end of run | {r['dtype']} {r['size']}² best of {len(r['runs_s'])} | "
+                       f"{_g(r['peak_flops'])} | {r['end_over_start']}× the start peak (drift = contention) | – "
+                       f"| {load} |")
         elif kind == "attention":
             out.append(f"| attention SDPA vs naive | {r['dtype']} {tuple(r['shape'])} | SDPA {_s(r['sdpa_s'])}, naive "
                        f"{_s(r['naive_s'])} (naive/SDPA {r['naive_over_sdpa']}×) | max abs err SDPA–naive "
