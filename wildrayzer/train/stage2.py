@@ -39,6 +39,7 @@ class MotionStageBase:
 
     def __init__(self):
         self.semantic = None
+        self.paster = None
         self.mask_weight = 1.0
 
     def semantic_dim(self, cfg) -> int:
@@ -56,9 +57,27 @@ class MotionStageBase:
         self.semantic_dim(cfg)
         self.semantic = self.semantic.to(device)
         self.mask_weight = float(cfg.training.mask_distill_loss_weight)
+        if cfg.copy_paste.enabled:
+            from ..data.copy_paste import CopyPaste
+
+            self.paster = CopyPaste(cfg.copy_paste, seed=cfg.training.seed)
+            log(f"stage {self.number}: copy-paste from {cfg.copy_paste.annotation_file} ({len(self.paster.ann_ids)} "
+                "instances)")
         log(f"stage {self.number}: semantic backbone {cfg.semantic.backbone} ({self.semantic.out_dim} channels); "
             f"pseudo-labels {'on' if cfg.model.use_dinov3_pseudolabel else 'OFF'}; copy-paste "
             f"{'on' if cfg.copy_paste.enabled else 'off'}; PSNR filter {cfg.training.psnr_filter_threshold} dB")
+
+    def paste(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """images: (B, V, 3, H, W) -> pasted images and paste masks (B, V, 1, H, W), or (images, None)."""
+        if self.paster is None:
+            return images, None
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # from the restored torch RNG: resumable
+        out, masks = [], []
+        for i in range(images.shape[0]):
+            x, m = self.paster(images[i].detach().cpu(), rng=seed + i)
+            out.append(x)
+            masks.append(m)
+        return torch.stack(out).to(images), torch.stack(masks).to(images)
 
     def features(self, images: Tensor) -> Tensor:
         """images: (B, V, 3, H, W) -> (B, V, C, h, w) frozen semantic features."""
@@ -103,12 +122,23 @@ class Stage2MotionMask(MotionStageBase):
     number = 2
 
     def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
-        images = batch["images"]
+        vc = cfg.model.num_context_views
+        original = batch["images"]
+        images, paste = self.paste(original)
         feats = self.features(images)
-        out = model(images, cfg.model.num_context_views, semantic_feats=feats, motion_all_views=True,
-                    apply_mae=False)
-        labels, valid = self.labels(out["renders"].detach(), batch, cfg, feats)
-        out["mask_labels"], out["mask_valid"] = labels, valid
+        out = model(images, vc, semantic_feats=feats, motion_all_views=True, apply_mae=False,
+                    render_targets=paste is None)
+        static_renders = None
+        if cfg.model.use_dinov3_pseudolabel:
+            if paste is None:
+                static_renders = out["renders"].detach()
+            else:  # render from the un-pasted context, so pasted objects leave no ghosts in the targets
+                with torch.no_grad():
+                    static_renders = model(original, vc, semantic_feats=self.features(original[:, :vc]),
+                                           apply_mae=False)[
+                        "renders"]
+        labelled = dict(batch, images=images, paste_masks=paste) if paste is not None else batch
+        out["mask_labels"], out["mask_valid"] = self.labels(static_renders, labelled, cfg, feats)
         return out
 
     def compute_losses(self, batch: dict, out: dict, cfg) -> tuple[Tensor, dict[str, Tensor]]:

@@ -26,7 +26,6 @@ class Stage3JointCopyPaste(MotionStageBase):
     def __init__(self):
         super().__init__()
         self.static_model = None
-        self.paster = None
         self.perceptual = None
 
     def setup(self, cfg, device: torch.device, log: Callable[[str], None]) -> None:
@@ -42,23 +41,6 @@ class Stage3JointCopyPaste(MotionStageBase):
             loaded = load_model_checkpoint(src)
             self.static_model = loaded.model.to(device).eval().requires_grad_(False)
             log(f"stage 3: pseudo-labels rendered by the frozen static model {loaded.path}")
-        if cfg.copy_paste.enabled:
-            from ..data.copy_paste import CopyPaste
-
-            self.paster = CopyPaste(cfg.copy_paste, seed=cfg.training.seed)
-            log(f"stage 3: copy-paste from {cfg.copy_paste.annotation_file} ({len(self.paster.ann_ids)} instances)")
-
-    def paste(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
-        """images: (B, V, 3, H, W) -> pasted images and paste masks (B, V, 1, H, W), or (images, None)."""
-        if self.paster is None:
-            return images, None
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # from the restored torch RNG: resumable
-        out, masks = [], []
-        for i in range(images.shape[0]):
-            x, m = self.paster(images[i].detach().cpu(), rng=seed + i)
-            out.append(x)
-            masks.append(m)
-        return torch.stack(out).to(images), torch.stack(masks).to(images)
 
     def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
         vc = cfg.model.num_context_views
@@ -68,7 +50,7 @@ class Stage3JointCopyPaste(MotionStageBase):
         static_renders = None
         if self.static_model is not None:
             with torch.no_grad():
-                static_renders = self.static_model(original, vc, semantic_feats=self.features(original)[:, :vc],
+                static_renders = self.static_model(original, vc, semantic_feats=self.features(original[:, :vc]),
                                                    apply_mae=False)["renders"]
         labelled = dict(batch, images=images, paste_masks=paste) if paste is not None else batch
         out = model(images, vc, semantic_feats=feats, motion_all_views=True)
