@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..geometry import c2w_to_w2c
-from .metrics import scene_metrics
+from .evaluate import score_scene
 from .visuals import error_map, mask_overlay, save_png
 
 SCENE_RECORD = "scene.json"  # written last: its presence marks a finished scene
@@ -35,9 +35,8 @@ def _rel(path: Path, root: Path) -> str:
 def write_scene(pipe, item: dict, out_root: Path, dirname: str, cfg, lpips_model=None, run_key=None) -> dict:
     """Predict, score and write one scene. item: a dataset sample (see docs/CONTRACTS.md). Returns its record."""
     vc = pipe.num_context
-    images = item["images"][None]  # (1, V, 3, H, W)
-    out = pipe.run(images)
-    h, w = images.shape[-2:]
+    out, metrics = score_scene(pipe, item, lpips_model)
+    h, w = item["images"].shape[-2:]
     renders = out["renders"][0].float().cpu().clamp(0, 1)  # (Vt, 3, H, W)
     imgs = item["images"].float()
     targets = imgs[vc:]
@@ -45,14 +44,6 @@ def write_scene(pipe, item: dict, out_root: Path, dirname: str, cfg, lpips_model
     gt_masks = item.get("motion_masks")
     clean = item.get("clean_images")
     c2w, k = out["cameras"]["c2w"][0].cpu(), out["cameras"]["fxfycxcy"][0].cpu()
-    metrics = scene_metrics(
-        renders, targets,
-        target_motion_masks=gt_masks[vc:] if gt_masks is not None else None,
-        clean_targets=clean[vc:] if clean is not None else None,
-        pred_input_masks=probs if (probs is not None and gt_masks is not None) else None,
-        gt_input_masks=gt_masks[:vc] if (probs is not None and gt_masks is not None) else None,
-        pred_c2w=c2w if "c2w" in item else None, gt_c2w=item["c2w"].float() if "c2w" in item else None,
-        lpips_model=lpips_model)
 
     final = out_root / dirname
     tmp = out_root / f".tmp-{dirname}"
