@@ -1,9 +1,15 @@
 """The documented CPU training schedule: stages 1 -> 2 -> 3 of the tiny configs on the embedded synthetic data.
 
-``wildrayzer schedule --out experiments/tiny [--steps S1 S2 S3] [--views 2] [--export DIR] [key=value ...]`` trains
+``wildrayzer schedule --out experiments/tiny [--steps S1 S2 S3] [--train-scenes N] [--views 2] [--export DIR]
+[key=value ...]`` trains
 the three stages in one process, each initialised from the previous one, resumable (re-running continues where a
 run stopped and skips finished stages), then optionally exports the stage-3 model as a pretrained directory
 (``model.safetensors`` + ``config.yaml``) for ``WildRayZer.from_pretrained`` and the inference config.
+
+``--train-scenes N`` trains on ``data/synthetic_N`` (N static + N dynamic training scenes, generated if absent; its
+test scenes are identical to the default set's, since every scene depends only on the seed, split and index).
+The default set's 32 training scenes are enough for tests and quickstart, but a model trained on them memorises
+the scenes instead of learning to render new ones.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from .errors import UserError
 TINY = {1: "configs/tiny/wildrayzer_stage1_pretrain.yaml", 2: "configs/tiny/wildrayzer_stage2_motion_mask.yaml",
         3: "configs/tiny/wildrayzer_stage3_joint_copy_paste.yaml"}
 DEFAULT_STEPS = (2500, 200, 400)
+DATA_DIRS = {1: "re10k_processed_v2", 2: "dynamic_re10k", 3: "dynamic_re10k"}
 RUN_NAMES = {1: "stage1", 2: "stage2", 3: "stage3"}
 
 
@@ -27,24 +34,26 @@ def view_overrides(views: int) -> list[str]:
     return [f"model.num_context_views={views}", "data.view_idx_file="]
 
 
-def stage_config(stage: int, out: Path, steps: int, extra: list[str]):
+def stage_config(stage: int, out: Path, steps: int, extra: list[str], data_root: str = ""):
     from .config import load_config
 
     overrides = [f"training.output_dir={out}", f"training.run_name={RUN_NAMES[stage]}", f"training.max_steps={steps}"]
+    if data_root:
+        overrides.append(f"data.root={Path(data_root) / DATA_DIRS[stage]}")
     if stage > 1:
         overrides.append(f"training.init_from={out / RUN_NAMES[stage - 1]}")
     return load_config(TINY[stage], overrides + list(extra))
 
 
 def run_schedule(out: str | Path, steps: tuple[int, int, int] = DEFAULT_STEPS, extra: list[str] | None = None,
-                 stages: tuple[int, ...] = (1, 2, 3), log=print) -> dict[int, Path]:
+                 stages: tuple[int, ...] = (1, 2, 3), log=print, data_root: str = "") -> dict[int, Path]:
     """Train the given stages in order; returns {stage: run dir}. Finished stages return at once (resume)."""
     from .train.loop import train
 
     out = Path(out)
     dirs = {}
     for stage in stages:
-        cfg = stage_config(stage, out, steps[stage - 1], list(extra or []))
+        cfg = stage_config(stage, out, steps[stage - 1], list(extra or []), data_root)
         t0 = time.time()
         res = train(cfg)
         dirs[stage] = Path(res["run_dir"])
@@ -66,15 +75,23 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", default="experiments/tiny", help="folder for the three run directories")
     p.add_argument("--steps", type=int, nargs=3, default=list(DEFAULT_STEPS), metavar=("S1", "S2", "S3"))
     p.add_argument("--views", type=int, default=2, help="context views (targets stay 6)")
+    p.add_argument("--train-scenes", type=int, default=0,
+                   help="train on data/synthetic_N with N static + N dynamic scenes (0: the default data/synthetic)")
     p.add_argument("--export", default="", help="write the stage-3 model here as a pretrained directory")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every stage")
     args = p.parse_args(argv)
     if any(s < 1 for s in args.steps):
         raise UserError("--steps must be positive")
-    from .data.synthetic import ensure_default_data
+    from .data.synthetic import SynthParams, ensure_default_data
 
-    ensure_default_data("data/synthetic")
-    dirs = run_schedule(args.out, tuple(args.steps), view_overrides(args.views) + args.overrides)
+    data_root = ""
+    if args.train_scenes:
+        data_root = f"data/synthetic_{args.train_scenes}"
+        ensure_default_data(data_root, SynthParams(static_train=args.train_scenes, dynamic_train=args.train_scenes),
+                            progress=True)
+    else:
+        ensure_default_data("data/synthetic")
+    dirs = run_schedule(args.out, tuple(args.steps), view_overrides(args.views) + args.overrides, data_root=data_root)
     if args.export:
         print(f"exported {export_pretrained(dirs[3], Path(args.export))}")
     return 0
