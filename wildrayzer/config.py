@@ -89,6 +89,7 @@ class TrainingConfig:
     perceptual_weight: float = 0.2
     perceptual_weights_path: str = ""  # torchvision-format VGG-19 state dict; "" disables the perceptual term
     mask_distill_loss_weight: float = 1.0
+    mask_pos_weight: float = 1.0  # BCE weight of moving pixels (class balance; transients cover ~5-15 % of an image)
     psnr_filter_threshold: float = 17.0
     pseudolabel_cache: str = ""  # directory of precomputed pseudo-masks ("" = compute in the loop)
     resume: bool = True

@@ -44,13 +44,16 @@ def rendering_loss(pred: Tensor, target: Tensor, *, perceptual: PerceptualLoss |
     return loss, logs
 
 
-def mask_bce_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+def mask_bce_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None,
+                  pos_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
     """Per-pixel BCE of motion logits against (pseudo-)masks, averaged over valid samples only.
 
     logits: (B, V, 1, H, W); target: (B, V, 1, H, W) in [0, 1]; valid: (B, V) bool (e.g. the PSNR filter) or None.
+    ``pos_weight`` > 1 up-weights moving pixels (they are a small fraction of each image).
     With no valid sample the loss is an exact zero that still depends on ``logits`` (so DDP sees the graph).
     """
-    per_pixel = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+    pw = None if pos_weight == 1.0 else logits.new_tensor(float(pos_weight), dtype=torch.float32)
+    per_pixel = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none", pos_weight=pw)
     per_sample = per_pixel.flatten(2).mean(-1)  # (B, V)
     if valid is None:
         valid = torch.ones_like(per_sample, dtype=torch.bool)

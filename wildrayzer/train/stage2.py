@@ -41,6 +41,7 @@ class MotionStageBase:
         self.semantic = None
         self.paster = None
         self.mask_weight = 1.0
+        self.pos_weight = 1.0
 
     def semantic_dim(self, cfg) -> int:
         from ..semantic import build_semantic_backbone
@@ -57,6 +58,7 @@ class MotionStageBase:
         self.semantic_dim(cfg)
         self.semantic = self.semantic.to(device)
         self.mask_weight = float(cfg.training.mask_distill_loss_weight)
+        self.pos_weight = float(cfg.training.mask_pos_weight)
         if cfg.copy_paste.enabled:
             from ..data.copy_paste import CopyPaste
 
@@ -114,7 +116,7 @@ class MotionStageBase:
         return labels, valid
 
     def mask_loss(self, out: dict) -> tuple[Tensor, dict[str, Tensor]]:
-        bce, logs = mask_bce_loss(out["motion_logits"], out["mask_labels"], out["mask_valid"])
+        bce, logs = mask_bce_loss(out["motion_logits"], out["mask_labels"], out["mask_valid"], self.pos_weight)
         return self.mask_weight * bce, logs
 
 
