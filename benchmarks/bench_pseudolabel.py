@@ -18,18 +18,12 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed_lib import cpu_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -79,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ms_per_frame": {"features": round(1000 * t_feat / frames, 1),
                          "constructor": round(1000 * t_build / frames, 1)},
         "iou_mean": round(statistics.mean(ious), 3), "iou_per_scene": [round(i, 3) for i in ious],
-        "machine": {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2),
+        "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2),
                     "python": platform.python_version(), "torch": torch.__version__, "opencv": cv2.__version__},
     }
     print(json.dumps(result))

@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed_lib import cpu_model  # noqa: E402
 
 COLUMNS = [("psnr", "full PSNR", 2), ("psnr_static", "static PSNR", 2), ("ssim_static", "static SSIM", 3),
            ("lpips_static", "static LPIPS", 3), ("psnr_clean", "PSNR vs clean GT", 2), ("mask_iou", "mask IoU", 3),
@@ -31,15 +33,7 @@ COLUMNS = [("psnr", "full PSNR", 2), ("psnr_static", "static PSNR", 2), ("ssim_s
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "device": "cpu"}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "device": "cpu"}
 
 
 def fmt(v, digits: int) -> str:

@@ -125,13 +125,14 @@ class PatchEmbed(nn.Module):
         return self.proj(patchify(x, self.patch))
 
 
-def sincos_pos_embed_2d(dim: int, grid: int) -> Tensor:
-    """Fixed 2D sine-cosine position embedding. -> (grid * grid, dim)."""
+def sincos_pos_embed_2d(dim: int, grid: int, grid_w: int | None = None) -> Tensor:
+    """Fixed 2D sine-cosine position embedding on a (grid, grid_w or grid) token grid. -> (grid * grid_w, dim)."""
     if dim % 4:
         raise ValueError("dim must be divisible by 4 for a 2D sin-cos embedding")
+    grid_w = grid if grid_w is None else grid_w
     quarter = dim // 4
     omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64),
                             indexing="ij")
     out = [f(c.reshape(-1, 1) * omega) for c in (ys, xs) for f in (torch.sin, torch.cos)]
     return torch.cat(out, dim=1).float()

@@ -20,22 +20,10 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..image_ops import resize_images
-from ..nn import Transformer, init_weights
+from ..nn import Transformer, init_weights, sincos_pos_embed_2d
 
 INITIAL_MOTION_PROB = 0.02
 DPT_SCALES = (4.0, 2.0, 1.0, 0.5)  # resampling of the four tapped depths relative to the token grid
-
-
-def sincos_pos_embed_grid(dim: int, gh: int, gw: int) -> Tensor:
-    """2D sine-cosine embedding on a (gh, gw) grid, same layout as nn.sincos_pos_embed_2d. -> (gh*gw, dim)."""
-    if dim % 4:
-        raise ValueError("dim must be divisible by 4 for a 2D sin-cos embedding")
-    quarter = dim // 4
-    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
-    ys, xs = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64),
-                            indexing="ij")
-    out = [f(c.reshape(-1, 1) * omega) for c in (ys, xs) for f in (torch.sin, torch.cos)]
-    return torch.cat(out, dim=1).float()
 
 
 def tap_layers(depth: int, taps: int = 4) -> list[int]:
@@ -163,7 +151,7 @@ class MotionEstimator(nn.Module):
             raise ValueError("MotionEstimator was built with semantic_dim=0 but got semantic features")
         x = torch.cat(parts, dim=-1) if self.fuse is not None else None
         x = self.fuse(x) if x is not None else sum(parts)
-        pos = sincos_pos_embed_grid(d, gh, gw).to(x.device, x.dtype)
+        pos = sincos_pos_embed_2d(d, gh, gw).to(x.device, x.dtype)
         x = x + self.view_embed[:v, None].to(x.dtype) + pos[None, None]
         x = rearrange(x, "b v n d -> b (v n) d")
 
