@@ -18,13 +18,7 @@ TINY = [f"model.image_size={RES}", "model.patch_size=8", "model.dim=64", "model.
 CONFIG = "configs/tiny/wildrayzer_inference.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, oversubscribed CPU, 2 spinning threads are ~4x slower than 1."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_tiny_checkpoint(out_dir, repo, extra=(), seed=0):

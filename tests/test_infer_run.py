@@ -28,13 +28,7 @@ METRIC_KEYS = {"psnr", "ssim", "lpips", "psnr_static", "ssim_static", "lpips_sta
                "mask_precision", "mask_recall", "pose_rot_deg", "pose_trans_rel"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, oversubscribed CPU, 2 spinning threads are ~4x slower than 1."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_dataset(root: Path) -> Path:

@@ -7,14 +7,7 @@ import torch.nn.functional as F
 from wildrayzer.config import load_config
 from wildrayzer.model.motion import INITIAL_MOTION_PROB, MotionEstimator, tap_layers
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, oversubscribed CPU, 2 spinning threads are ~4x slower than 1."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _model_cfg(fusion="sum", layers=2, ctx=2, dim=32, size=32, patch=8):
     return load_config(None, [f"model.dim={dim}", "model.heads=2", f"model.motion_layers={layers}",

@@ -17,13 +17,7 @@ TINY = "configs/tiny/wildrayzer_stage2_motion_mask.yaml"
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, oversubscribed CPU, 2 spinning threads are ~4x slower than 1."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):

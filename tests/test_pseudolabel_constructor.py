@@ -36,13 +36,7 @@ RECOMMENDED = ("pseudolabel.score_threshold=1.5",)
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, oversubscribed CPU, 2 spinning threads are ~4x slower than 1."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def backbone():

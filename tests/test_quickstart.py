@@ -2,7 +2,6 @@
 generated dataset and a random tiny checkpoint instead of the embedded set and the shipped model."""
 
 import pytest
-import torch
 from test_api import TINY, make_tiny_checkpoint
 from test_infer_run import REPO, make_dataset
 
@@ -10,14 +9,7 @@ from wildrayzer import quickstart
 from wildrayzer.cli import main as cli_main
 from wildrayzer.errors import CheckpointError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, oversubscribed CPU, 2 spinning threads are ~4x slower than 1."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_quickstart_writes_report_metrics_and_prints_the_table(tmp_path, monkeypatch, capsys):

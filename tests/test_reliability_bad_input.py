@@ -40,13 +40,7 @@ FINISHED_MARKERS = ("ckpt_LATEST", "*.safetensors", "scene.json", "index.html", 
 NOTE_PREFIXES = ("stage ", "perceptual loss", "resuming from", "initialised from")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: the CPU is shared, and spinning OpenMP threads make tiny models many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @dataclass

@@ -37,13 +37,7 @@ NO_MOTION = ["model.use_motion_mask=false", "model.use_mae_masking=false", "sema
 QUIET = ["logging.progress=false", "logging.tensorboard=false"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: the CPU is shared, and spinning OpenMP threads make tiny models many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _Payload:
