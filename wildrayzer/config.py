@@ -37,6 +37,9 @@ class ModelConfig:
     # Shared focal: fx = fy = (focal_offset + mlp) * image_size ("focal normalised by image width").
     # 1.25 -> 43.6 deg horizontal field of view for the untrained estimator.
     focal_offset: float = 1.25
+    # Pose head input per view: "pooled" = the view's pooled token; "pair" = [view token, canonical view token]
+    # (RayZer's relative-pose head: the canonical frame is explicit in every prediction).
+    camera_pose_input: str = "pair"
     qk_norm: bool = True
     use_motion_mask: bool = False  # build and run the motion-mask estimator
     use_dinov3_pseudolabel: bool = False  # supervise masks with semantic+SSIM pseudo-labels
@@ -297,6 +300,7 @@ _CHOICES = {
     "data.dataset": ("lvsm", "dynamic"),
     "data.on_error": ("raise", "skip"),
     "model.motion_fusion": ("sum", "concat"),
+    "model.camera_pose_input": ("pooled", "pair"),
     "training.amp": ("auto", "bf16", "fp32"),
     "training.device": ("auto", "cpu", "cuda"),
     "inference.device": ("auto", "cpu", "cuda"),

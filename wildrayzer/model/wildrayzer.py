@@ -33,7 +33,8 @@ class WildRayZer(nn.Module):
         self.patch = m.patch_size
         common = dict(heads=m.heads, mlp_ratio=m.mlp_ratio, qk_norm=m.qk_norm)
         self.camera = CameraEstimator(m.image_size, m.patch_size, m.dim, depth=m.camera_layers,
-                                      num_views=self.num_views, focal_offset=m.focal_offset, **common)
+                                      num_views=self.num_views, focal_offset=m.focal_offset,
+                                      pose_input=m.camera_pose_input, **common)
         self.scene = SceneEncoder(m.patch_size, m.dim, depth=m.scene_layers, num_latents=m.num_latents, **common)
         self.renderer = Renderer(m.patch_size, m.dim, depth=m.renderer_layers, **common)
         # Always registered, so it is in every checkpoint whether or not masking is on.

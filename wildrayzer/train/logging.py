@@ -9,11 +9,14 @@ import yaml
 
 
 class RunLogger:
-    """``note(msg)`` prints a line; ``log(step, scalars)`` goes to the bar, TensorBoard and wandb. No-op off rank 0."""
+    """``note(msg)`` prints a line; ``log(step, scalars)`` goes to TensorBoard and wandb, and -- without a progress bar
+    (``logging.progress=false``, batch jobs) -- to a plain ``step N/M loss ... psnr ... it/s ...`` line. No-op off rank
+    0."""
 
     def __init__(self, cfg, run_dir: Path, is_main: bool, start_step: int, total_steps: int):
         self.is_main = is_main
         self.bar = None
+        self.total_steps = total_steps
         self.tb = None
         self.wandb = None
         if not is_main:
@@ -74,6 +77,11 @@ class RunLogger:
     def log(self, step: int, scalars: dict[str, float]) -> None:
         if not self.is_main:
             return
+        if self.bar is None:
+            shown = {"loss": "loss", "psnr": "psnr", "mask_bce": "bce", "lr": "lr", "it_per_s": "it/s"}
+            parts = [f"{label} {scalars[f'train/{key}']:.4g}" for key, label in shown.items()
+                     if f"train/{key}" in scalars]
+            self.note(f"step {step}/{self.total_steps} " + " ".join(parts))
         if self.tb is not None:
             for k, v in scalars.items():
                 self.tb.add_scalar(k, v, step)
