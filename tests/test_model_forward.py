@@ -119,6 +119,9 @@ def test_mae_masking_replaces_moving_tokens_by_the_noise_token():
     out = model(x, 2, motion_probs=probs)
     mask = out["token_mask"]
     assert mask.sum() == 1 and mask[0, 1, 0]
+    # a diffuse background probability (0.3 everywhere: no pixel is moving) masks nothing, however low the threshold
+    diffuse = model(x, 2, motion_probs=torch.full_like(probs, 0.3))["token_mask"]
+    assert not diffuse.any()
     out["scene_tokens"].sum().backward()
     assert model.noise_token.grad is not None and model.noise_token.grad.abs().sum() > 0
     # no motion -> identical to the unmasked model

@@ -160,8 +160,10 @@ def test_batch_function_matches_per_scene(scenes, backbone):
     a, b = scenes[3, True], scenes[4, False]
     renders = torch.stack([a["renders"][:4], b["renders"][:4]])
     targets = torch.stack([a["photos"][:4], b["photos"][:4]])
-    masks, reliable = pseudo_masks_for_batch(renders, targets, backbone, cfg)
+    masks, reliable = pseudo_masks_for_batch(renders, targets, backbone, cfg)  # threads: one scene each
     assert masks.shape == (2, 4, 1, 128, 128) and reliable.shape == (2, 4) and reliable.dtype == torch.bool
+    serial = pseudo_masks_for_batch(renders, targets, backbone, load_config(None, ["pseudolabel.workers=1"]))
+    assert torch.equal(serial[0], masks) and torch.equal(serial[1], reliable)
     for i, s in enumerate((a, b)):
         ref = build_pseudo_masks(s["photos"][:4], s["renders"][:4], s["photo_feats"][:4], s["render_feats"][:4], cfg)
         assert torch.equal(masks[i], ref.masks)

@@ -132,6 +132,8 @@ class PseudoLabelConfig:
     morph_kernel: int = 5
     grabcut: bool = True
     grabcut_iters: int = 3
+    # Scenes of a batch labelled in parallel threads (OpenCV and torch release the GIL): 0 = min(batch, CPU cores).
+    workers: int = 0
     stage1_checkpoint: str = ""  # frozen static model used to render targets
 
 

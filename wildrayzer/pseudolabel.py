@@ -22,6 +22,8 @@ All functions are pure (tensors in, tensors out); the CLI (:mod:`wildrayzer.pseu
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -201,12 +203,21 @@ def pseudo_masks_for_batch(renders: Tensor, targets: Tensor, backbone, cfg, seed
         render_feats = rearrange(backbone(rearrange(renders.clamp(0, 1).float(), "b t c h w -> (b t) c h w")),
                                  "(b t) c h w -> b t c h w", b=b)
         feats = torch.stack([target_feats.float(), render_feats])
-    masks, reliable = [], []
-    for i in range(b):
-        out = build_pseudo_masks(targets[i], renders[i], feats[0, i], feats[1, i], cfg, seed=seed)
-        masks.append(out.masks)
-        reliable.append(out.reliable)
-    return torch.stack(masks).to(targets.device), torch.stack(reliable).to(targets.device)
+    feats = feats.float().cpu()
+    targets_cpu, renders_cpu = targets.float().cpu(), renders.float().cpu()
+
+    def one(i: int) -> PseudoMasks:
+        return build_pseudo_masks(targets_cpu[i], renders_cpu[i], feats[0, i], feats[1, i], cfg, seed=seed)
+
+    workers = min(b, int(cfg.pseudolabel.workers) or os.cpu_count() or 1)
+    if workers > 1:  # each scene is independent and seeded: the result does not depend on the thread count
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            outs = list(pool.map(one, range(b)))
+    else:
+        outs = [one(i) for i in range(b)]
+    masks = torch.stack([o.masks for o in outs])
+    reliable = torch.stack([o.reliable for o in outs])
+    return masks.to(targets.device), reliable.to(targets.device)
 
 
 if __name__ == "__main__":  # python -m wildrayzer.pseudolabel == wildrayzer pseudolabel

@@ -68,9 +68,12 @@ class WildRayZer(nn.Module):
             return plucker_rays_chw(c2w.float(), fxfycxcy.float(), height, width)
 
     def token_motion_fraction(self, probs: Tensor) -> Tensor:
-        """probs: (B, Vc, 1, H, W) per-pixel motion probability -> (B, Vc, N) mean probability per patch."""
+        """probs: (B, Vc, 1, H, W) per-pixel motion probability -> (B, Vc, N) fraction of each patch's pixels that are
+        moving (probability > 0.5). Binarising first matters: averaging soft probabilities lets a diffuse background
+        probability (e.g. 0.15 everywhere from a positive-weighted BCE) cross the threshold in every patch."""
         b = probs.shape[0]
-        pooled = F.avg_pool2d(rearrange(probs.float(), "b v c h w -> (b v) c h w"), self.patch)
+        moving = (probs.float() > 0.5).float()
+        pooled = F.avg_pool2d(rearrange(moving, "b v c h w -> (b v) c h w"), self.patch)
         return rearrange(pooled, "(b v) 1 h w -> b v (h w)", b=b)
 
     def forward(self, images: Tensor, num_context: int, *, motion_probs: Tensor | None = None,
