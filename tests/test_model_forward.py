@@ -169,3 +169,21 @@ def test_motion_on_all_views_and_mae_switch():
     assert ctx["motion_logits"].shape == (2, 2, 1, 32, 32)
     off = model(x, 2, apply_mae=False, motion_probs=torch.ones(2, 2, 1, 32, 32))
     assert off["token_mask"] is None
+
+
+@pytest.mark.parametrize("pose_input", ["pooled", "pair"])
+def test_pose_heads_start_at_identity_and_the_pair_head_reads_the_canonical_view(pose_input):
+    torch.manual_seed(0)
+    model = WildRayZer(tiny_cfg(f"model.camera_pose_input={pose_input}").model)
+    x = images()
+    c2w = model.camera(x)["c2w"]
+    torch.testing.assert_close(c2w, torch.eye(4).expand_as(c2w))  # zero-initialised last layer
+    head = model.camera.pose_head
+    torch.nn.init.normal_(head[-1].weight, std=0.1)
+    base = model.camera(x)["c2w"][:, 1:]
+    changed = x.clone()
+    changed[:, 0] = torch.rand_like(changed[:, 0])  # only the canonical view's pixels
+    moved = model.camera(changed)["c2w"][:, 1:]
+    assert not torch.allclose(base, moved)  # both heads see view 0 through attention; the pair head also directly
+    expected_in = 2 * model.camera.pose_head[0].out_features if pose_input == "pair" else head[0].out_features
+    assert head[0].in_features == expected_in

@@ -1,5 +1,7 @@
 """Checkpoint files: round trip, strict loading, mismatch errors, atomic LATEST, keep-last-N, init_from."""
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -138,3 +140,22 @@ def test_init_from_stage1_into_motion_model_lists_fresh_modules(tmp_path):
     save(tmp_path / "stage2", 1, dst, cfg2)
     with pytest.raises(CheckpointError, match="use_motion_mask"):
         init_from_checkpoint(WildRayZer(cfg1.model), cfg1, str(tmp_path / "stage2"), lines.append)
+
+
+def test_checkpoint_from_before_the_pose_input_option_loads_as_the_pooled_head(tmp_path):
+    """Checkpoints written before model.camera_pose_input existed (the shipped v0.1 model) used the pooled head."""
+    cfg = tiny("model.camera_pose_input=pooled")
+    model = WildRayZer(cfg.model)
+    path = save_pretrained(model, cfg, tmp_path / "old") / "model.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    stored = json.loads(meta["config"])
+    del stored["model"]["camera_pose_input"]
+    save_file(state, str(path), metadata={**meta, "config": json.dumps(stored)})
+    loaded = load_model_checkpoint(path)
+    assert loaded.config.model.camera_pose_input == "pooled"
+    assert loaded.model.camera.pose_head[0].in_features == cfg.model.dim
+    with pytest.raises(CheckpointError, match="camera_pose_input"):  # a pair-head config cannot take it
+        load_model_checkpoint(path, expected_cfg=tiny("model.camera_pose_input=pair"))

@@ -23,3 +23,12 @@ def test_non_main_ranks_log_nothing(tmp_path):
     logger.advance(1, {"loss": 1.0})
     logger.close()
     assert logger.bar is None and logger.tb is None and not (tmp_path / "r1").exists()
+
+
+def test_without_a_progress_bar_each_log_is_one_plain_line(tmp_path, capsys):
+    cfg = load_config(None, ["logging.progress=false", "logging.tensorboard=false"])
+    logger = RunLogger(cfg, tmp_path, is_main=True, start_step=0, total_steps=50)
+    logger.log(10, {"train/loss": 0.25, "train/psnr": 21.5, "train/lr": 1e-3, "train/it_per_s": 2.0,
+                    "train/grad_norm": 3.0})
+    logger.close()
+    assert capsys.readouterr().err.strip() == "step 10/50 loss 0.25 psnr 21.5 lr 0.001 it/s 2"

@@ -35,7 +35,7 @@ _STEM = re.compile(r"^ckpt_(\d{8})$")
 # Model keys that must agree between a checkpoint and the config it is loaded into.
 ARCH_KEYS = ("image_size", "patch_size", "dim", "heads", "mlp_ratio", "camera_layers", "scene_layers",
              "renderer_layers", "motion_layers", "num_latents", "num_context_views", "num_target_views", "qk_norm",
-             "use_motion_mask", "motion_fusion")
+             "use_motion_mask", "motion_fusion", "camera_pose_input")
 
 
 class LoadedCheckpoint(NamedTuple):
@@ -168,7 +168,11 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
 
 def stored_config(meta: dict[str, str], where: str):
     try:
-        return from_container(json.loads(meta["config"]))
+        stored = json.loads(meta["config"])
+        model = stored.get("model") if isinstance(stored, dict) else None
+        if isinstance(model, dict):  # written before model.camera_pose_input existed: the pooled head was the only one
+            model.setdefault("camera_pose_input", "pooled")
+        return from_container(stored)
     except (ValueError, UserError) as e:
         raise CheckpointError(f"{where}: stored config is unreadable ({e})") from e
 
