@@ -4,7 +4,8 @@ import itertools
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from wildrayzer.config import load_config
 from wildrayzer.data import build_dataset
@@ -59,7 +60,13 @@ def test_stages_1_2_3_train_and_freeze_the_right_parts(root, tmp_path):
         stage_cfg(root, tmp_path, 2))).state_dict()
     moved = [k for k in motion if not torch.equal(s2[k], fresh[k]) and s2[k].dtype.is_floating_point]
     assert len(moved) > 0.9 * len(motion)
-    # threshold 0: every context token counts as moving, so the noise token is used and must train
+    # An estimator that flags every pixel (output bias +10) and threshold 0: every context token is masked, so the
+    # noise token is used in stage 3 and must train. (Two stage-2 steps leave every probability below 0.5.)
+    s2_path = latest_checkpoint(tmp_path / "s2")
+    with safe_open(str(s2_path), "pt") as f:
+        meta = f.metadata()
+    flagged = dict(s2, **{"motion.decoder.head_out.bias": torch.full_like(s2["motion.decoder.head_out.bias"], 10.0)})
+    save_file(flagged, str(s2_path), metadata=meta)
     train(stage_cfg(root, tmp_path, 3, ["model.mask_token_threshold=0.0"]))
     s3 = weights(tmp_path / "s3")
     for part in ("camera.", "scene.", "renderer.", "motion."):
