@@ -34,7 +34,7 @@ class CameraEstimator(nn.Module):
 
     def __init__(self, image_size: int, patch_size: int, dim: int, heads: int, depth: int, num_views: int,
                  mlp_ratio: float = 4.0, qk_norm: bool = True, focal_offset: float = 1.25,
-                 pose_input: str = "pooled"):
+                 pose_input: str = "pair"):
         super().__init__()
         if pose_input not in ("pooled", "pair"):
             raise ValueError(f"camera pose_input must be 'pooled' or 'pair', got {pose_input!r}")
