@@ -1,7 +1,7 @@
 """The documented CPU training schedule: stages 1 -> 2 -> 3 of the tiny configs on the embedded synthetic data.
 
 ``wildrayzer schedule --out experiments/tiny [--steps S1 S2 S3] [--train-scenes N] [--views 2] [--export DIR]
-[key=value ...]`` trains
+[--stage-override STAGE key=value ...] [key=value ...]`` trains
 the three stages in one process, each initialised from the previous one, resumable (re-running continues where a
 run stopped and skips finished stages), then optionally exports the stage-3 model as a pretrained directory
 (``model.safetensors`` + ``config.yaml``) for ``WildRayZer.from_pretrained`` and the inference config.
@@ -46,14 +46,17 @@ def stage_config(stage: int, out: Path, steps: int, extra: list[str], data_root:
 
 
 def run_schedule(out: str | Path, steps: tuple[int, int, int] = DEFAULT_STEPS, extra: list[str] | None = None,
-                 stages: tuple[int, ...] = (1, 2, 3), log=print, data_root: str = "") -> dict[int, Path]:
-    """Train the given stages in order; returns {stage: run dir}. Finished stages return at once (resume)."""
+                 stages: tuple[int, ...] = (1, 2, 3), log=print, data_root: str = "",
+                 per_stage: dict[int, list[str]] | None = None) -> dict[int, Path]:
+    """Train the given stages in order; returns {stage: run dir}. Finished stages return at once (resume).
+    ``extra`` applies to every stage, ``per_stage[s]`` (applied after it) to stage ``s`` only."""
     from .train.loop import train
 
     out = Path(out)
     dirs = {}
     for stage in stages:
-        cfg = stage_config(stage, out, steps[stage - 1], list(extra or []), data_root)
+        own = list((per_stage or {}).get(stage, []))
+        cfg = stage_config(stage, out, steps[stage - 1], list(extra or []) + own, data_root)
         t0 = time.time()
         res = train(cfg)
         dirs[stage] = Path(res["run_dir"])
@@ -78,10 +81,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--train-scenes", type=int, default=0,
                    help="train on data/synthetic_N with N static + N dynamic scenes (0: the default data/synthetic)")
     p.add_argument("--export", default="", help="write the stage-3 model here as a pretrained directory")
+    p.add_argument("--stage-override", nargs=2, action="append", default=[], metavar=("STAGE", "KEY=VALUE"),
+                   help="an override for one stage only, e.g. --stage-override 1 training.batch_size=8 (repeatable)")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every stage")
     args = p.parse_args(argv)
     if any(s < 1 for s in args.steps):
         raise UserError("--steps must be positive")
+    per_stage: dict[int, list[str]] = {}
+    for stage, item in args.stage_override:
+        if stage not in ("1", "2", "3"):
+            raise UserError(f"--stage-override: stage must be 1, 2 or 3, got '{stage}'")
+        per_stage.setdefault(int(stage), []).append(item)
     from .data.synthetic import SynthParams, ensure_default_data
 
     data_root = ""
@@ -91,7 +101,8 @@ def main(argv: list[str]) -> int:
                             progress=True)
     else:
         ensure_default_data("data/synthetic")
-    dirs = run_schedule(args.out, tuple(args.steps), view_overrides(args.views) + args.overrides, data_root=data_root)
+    dirs = run_schedule(args.out, tuple(args.steps), view_overrides(args.views) + args.overrides, data_root=data_root,
+                        per_stage=per_stage)
     if args.export:
         print(f"exported {export_pretrained(dirs[3], Path(args.export))}")
     return 0

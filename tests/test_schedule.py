@@ -1,0 +1,51 @@
+"""`wildrayzer schedule`: shared and per-stage overrides reach the right stage configs; bad input is exit 2."""
+
+from pathlib import Path
+
+import pytest
+
+from wildrayzer import schedule
+from wildrayzer.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Replace training by a recorder of the configs each stage would train with."""
+    import wildrayzer.data.synthetic as synthetic
+    import wildrayzer.train.loop as loop
+
+    cfgs = {}
+
+    def fake_train(cfg):
+        cfgs[int(cfg.training.stage)] = cfg
+        run = Path(cfg.training.output_dir) / cfg.training.run_name
+        return {"run_dir": str(run), "step": cfg.training.max_steps, "checkpoint": str(run / "ckpt")}
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    monkeypatch.setattr(synthetic, "ensure_default_data", lambda *a, **k: None)
+    monkeypatch.chdir(REPO)
+    return cfgs
+
+
+def test_per_stage_overrides_apply_to_their_stage_only(captured, tmp_path):
+    rc = schedule.main(["--out", str(tmp_path), "--steps", "5000", "300", "300", "--train-scenes", "192",
+                        "--stage-override", "1", "training.batch_size=8", "--stage-override", "1",
+                        "training.lr_warmup=150", "--stage-override", "3", "training.lr=1e-4", "training.seed=7"])
+    assert rc == 0 and sorted(captured) == [1, 2, 3]
+    s1, s2, s3 = captured[1].training, captured[2].training, captured[3].training
+    assert (s1.batch_size, s1.lr_warmup, s1.max_steps) == (8, 150, 5000)
+    assert s2.batch_size == 4 and s3.batch_size == 4 and s2.lr_warmup == 50  # the tiny configs' own values
+    assert s3.lr == pytest.approx(1e-4) and s2.lr == pytest.approx(5e-4)
+    assert s1.seed == s2.seed == s3.seed == 7  # shared overrides reach every stage
+    assert captured[1].data.root == "data/synthetic_192/re10k_processed_v2"
+    assert s3.init_from == str(tmp_path / "stage2")
+
+
+@pytest.mark.parametrize("bad", [["--stage-override", "4", "training.lr=1"],
+                                 ["--stage-override", "1", "training.no_such_key=1"]])
+def test_bad_stage_override_is_exit_2(captured, tmp_path, bad, capsys):
+    assert cli_main(["schedule", "--out", str(tmp_path), *bad]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and ("stage" in err[0] or "no_such_key" in err[0])
