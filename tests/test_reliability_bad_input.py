@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,15 +24,8 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
+from tiny_run import INFER_CFG, MODEL, NO_MOTION, PY, QUIET, REPO, TRAIN_CFG, small_synth
 
-REPO = Path(__file__).resolve().parents[1]
-PY = sys.executable
-TRAIN_CFG = REPO / "configs/tiny/wildrayzer_stage1_pretrain.yaml"
-INFER_CFG = REPO / "configs/tiny/wildrayzer_inference.yaml"
-MODEL = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.heads=2", "model.camera_layers=1",
-         "model.scene_layers=1", "model.renderer_layers=1", "model.num_latents=16"]
-NO_MOTION = ["model.use_motion_mask=false", "model.use_mae_masking=false", "semantic.backbone=none"]
-QUIET = ["logging.progress=false", "logging.tensorboard=false"]
 # Files whose presence marks finished work: a run to resume, a finished scene, a finished report.
 FINISHED_MARKERS = ("ckpt_LATEST", "*.safetensors", "scene.json", "index.html", "metrics.json")
 # Lines the training CLI legitimately prints to stderr before it reaches the data (RunLogger notes).
@@ -352,12 +344,10 @@ CASES = [corrupt_png, zero_byte_image, rgba_and_odd_size_images_accepted, graysc
 # ----------------------------------------------------------------------------------------------------- fixtures
 def _make_world(root: Path) -> World:
     from wildrayzer.config import load_config
-    from wildrayzer.data.synthetic import SynthParams, generate
     from wildrayzer.model import WildRayZer
     from wildrayzer.train.checkpoint import save_pretrained
 
-    generate(root / "synth", SynthParams(static_train=2, static_test=1, dynamic_train=1, dynamic_test=1, frames=12,
-                                         res=32, coco_images=0), progress=False)
+    small_synth(root / "synth")
     torch.manual_seed(0)
 
     def pretrained(name, *extra):

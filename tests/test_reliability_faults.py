@@ -17,12 +17,12 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_run import INFER_CFG, MODEL, PY, QUIET, REPO, TRAIN_CFG, small_synth
 
 from wildrayzer.cli import main as cli_main
 from wildrayzer.train.checkpoint import (
@@ -33,13 +33,6 @@ from wildrayzer.train.checkpoint import (
     read_weights,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-PY = sys.executable
-TRAIN_CFG = REPO / "configs/tiny/wildrayzer_stage1_pretrain.yaml"
-INFER_CFG = REPO / "configs/tiny/wildrayzer_inference.yaml"
-MODEL = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.heads=2", "model.camera_layers=1",
-         "model.scene_layers=1", "model.renderer_layers=1", "model.num_latents=16"]
-QUIET = ["logging.progress=false", "logging.tensorboard=false"]
 STEPS = 6
 # os.replace calls of a run: config.yaml, git_sha.txt, then per checkpoint j (1-based): weights 3j, state 3j+1,
 # LATEST 3j+2. Killing right before a replace == killed after the temp file is written and fsync'd.
@@ -63,12 +56,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    from wildrayzer.data.synthetic import SynthParams, generate
-
-    out = tmp_path_factory.mktemp("faults_synth")
-    generate(out, SynthParams(static_train=2, static_test=1, dynamic_train=1, dynamic_test=4, frames=12, res=32,
-                              coco_images=0), progress=False)
-    return out
+    return small_synth(tmp_path_factory.mktemp("faults_synth"), dynamic_test=4)
 
 
 def train_overrides(out_dir: Path, synth: Path, *extra: str) -> list[str]:

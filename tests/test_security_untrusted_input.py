@@ -23,19 +23,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_run import INFER_CFG, MODEL, NO_MOTION, QUIET, REPO, TRAIN_CFG, small_synth
 
 from wildrayzer.cli import main as cli_main
 from wildrayzer.config import load_config
 from wildrayzer.errors import CheckpointError, ConfigError, UserError
-
-REPO = Path(__file__).resolve().parents[1]
-TRAIN_CFG = REPO / "configs/tiny/wildrayzer_stage1_pretrain.yaml"
-INFER_CFG = REPO / "configs/tiny/wildrayzer_inference.yaml"
-MODEL = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.heads=2", "model.camera_layers=1",
-         "model.scene_layers=1", "model.renderer_layers=1", "model.num_latents=16"]
-NO_MOTION = ["model.use_motion_mask=false", "model.use_mae_masking=false", "semantic.backbone=none"]
-QUIET = ["logging.progress=false", "logging.tensorboard=false"]
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,12 +71,7 @@ def test_payload_is_armed(tmp_path):
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    from wildrayzer.data.synthetic import SynthParams, generate
-
-    out = tmp_path_factory.mktemp("sec_synth")
-    generate(out, SynthParams(static_train=2, static_test=1, dynamic_train=1, dynamic_test=1, frames=12, res=32,
-                              coco_images=0), progress=False)
-    return out
+    return small_synth(tmp_path_factory.mktemp("sec_synth"))
 
 
 def _write_evil(path: Path, marker: Path, kind: str) -> Path:
