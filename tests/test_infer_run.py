@@ -270,3 +270,15 @@ def test_torchrun_two_processes_match_one(setup, first_run, tmp_path):
         assert ddp["mean"][key] == pytest.approx(value, rel=1e-5, abs=1e-6) if value is not None else \
             ddp["mean"][key] is None, key
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == SCENES
+
+
+@pytest.mark.parametrize("option, message", [
+    ("inference.split=train", "inference.split=train but data.split=test: the evaluated split is data.split"),
+    ("inference.batch_size=4", "inference.batch_size=4 is not supported"),
+    ("inference.compute_metrics=false", "inference.compute_metrics=false is not supported"),
+])
+def test_options_that_cannot_be_honoured_are_one_line_exit_2(setup, tmp_path, option, message):
+    rc, _, err = run_cli(infer_args(setup, tmp_path / "o", option))
+    assert rc == 2 and err.count("\n") == 1
+    assert message in err
+    assert not (tmp_path / "o").exists()

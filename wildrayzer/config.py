@@ -140,9 +140,9 @@ class PseudoLabelConfig:
 @dataclass
 class InferenceConfig:
     model_path: str = "./checkpoints/wildrayzer_2view.pt"
-    split: str = "test"
-    batch_size: int = 1
-    compute_metrics: bool = True
+    split: str = "test"  # the split evaluated is data.split; another value here must equal it (published layout)
+    batch_size: int = 1  # must be 1: one scene per forward pass (torchrun spreads scenes over processes)
+    compute_metrics: bool = True  # must be true: metrics are computed wherever the data has ground truth
     lpips_weights_path: str = ""  # local LPIPS weights; "" reports LPIPS as n/a
     save_plucker_vis: bool = False
     plucker_vis_stride: int = 16

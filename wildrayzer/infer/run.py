@@ -37,6 +37,21 @@ def safe_scene_dirname(name: str, taken: set[str]) -> str:
     return out
 
 
+def check_unused_options(cfg) -> None:
+    """``inference.split``, ``batch_size`` and ``compute_metrics`` come from the published config layout but change
+    nothing here: a value that asks for other behaviour is an error instead of being ignored."""
+    inf = cfg.inference
+    if inf.split not in ("test", cfg.data.split):  # "test" is the layout's default: data.split decides
+        raise UserError(f"inference.split={inf.split} but data.split={cfg.data.split}: the evaluated split is "
+                        f"data.split; set data.split={inf.split}")
+    if inf.batch_size != 1:
+        raise UserError(f"inference.batch_size={inf.batch_size} is not supported: scenes are evaluated one at a time "
+                        "(set it to 1; use torchrun to spread scenes over processes)")
+    if not inf.compute_metrics:
+        raise UserError("inference.compute_metrics=false is not supported: metrics are computed wherever the data has "
+                        "ground truth (set it to true)")
+
+
 def check_output_root(out_root: Path, data_root: Path) -> None:
     """The output root must be writable and must not sit inside the dataset."""
     o, d = out_root.resolve(), data_root.resolve()
@@ -62,6 +77,7 @@ def run_inference(cfg, progress: bool = True) -> dict:
     from .pipeline import Pipeline, check_checkpoint_exists
 
     out_root = Path(cfg.inference_out_root)
+    check_unused_options(cfg)
     check_checkpoint_exists(cfg.inference.model_path)
     check_output_root(out_root, Path(cfg.data.root))
     info = init_distributed(cfg.inference.device)
