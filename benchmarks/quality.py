@@ -1,6 +1,7 @@
 """Quality and ablations on the embedded synthetic benchmark (a benchmark, not a test): prints JSON lines + a table.
 
     .venv/bin/python benchmarks/quality.py [--out experiments/quality] [--steps 3000 600 1500] [--views 2 3 4]
+        [--train-scenes 192] [key=value ...]
     (or: wildrayzer bench quality ...)
 
 Trains the documented tiny schedule (stages 1 -> 2 -> 3, resumable: re-running continues) once per context-view count,
@@ -94,15 +95,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, nargs=3, default=None, metavar=("S1", "S2", "S3"))
     p.add_argument("--views", type=int, nargs="+", default=[2])
     p.add_argument("--max-scenes", type=int, default=0)
+    p.add_argument("--train-scenes", type=int, default=0,
+                   help="train on data/synthetic_N (N static + N dynamic scenes, made if absent; same test scenes)")
     p.add_argument("--skip-train", action="store_true", help="evaluate existing runs only")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every stage")
     args = p.parse_args(argv)
 
-    from wildrayzer.data.synthetic import ensure_default_data
+    from wildrayzer.data.synthetic import SynthParams, ensure_default_data
     from wildrayzer.schedule import DEFAULT_STEPS, RUN_NAMES, run_schedule, view_overrides
 
     steps = tuple(args.steps or DEFAULT_STEPS)
     ensure_default_data("data/synthetic")
+    data_root = ""
+    if args.train_scenes:
+        data_root = f"data/synthetic_{args.train_scenes}"
+        ensure_default_data(data_root, SynthParams(static_train=args.train_scenes, dynamic_train=args.train_scenes))
     out = Path(args.out)
     rows, timings = [], {}
     for views in args.views:
@@ -111,12 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.skip_train:
             dirs = {s: vdir / RUN_NAMES[s] for s in (1, 2, 3)}
         else:
-            dirs = run_schedule(vdir, steps, view_overrides(views) + args.overrides,
+            dirs = run_schedule(vdir, steps, view_overrides(views) + args.overrides, data_root=data_root,
                                 log=lambda m: print(m, file=sys.stderr, flush=True))
         timings[views] = time.time() - t0
         with torch.no_grad():
             rows += evaluate_rows(dirs, views, args.max_scenes, full_only=views != args.views[0])
-    result = {"machine": machine(), "steps": steps, "train_seconds": timings, "rows": rows}
+    result = {"machine": machine(), "steps": steps, "train_scenes": args.train_scenes or None,
+              "overrides": args.overrides, "train_seconds": timings, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality.json").write_text(json.dumps(result, indent=1))
     md = table(rows)
