@@ -140,7 +140,7 @@ class PseudoLabelConfig:
 @dataclass
 class InferenceConfig:
     model_path: str = "./checkpoints/wildrayzer_2view.pt"
-    split: str = "test"  # the split evaluated is data.split; another value here must equal it (published layout)
+    split: str = "test"  # the evaluated split is data.split; a value other than "test" must equal it
     batch_size: int = 1  # must be 1: one scene per forward pass (torchrun spreads scenes over processes)
     compute_metrics: bool = True  # must be true: metrics are computed wherever the data has ground truth
     lpips_weights_path: str = ""  # local LPIPS weights; "" reports LPIPS as n/a
