@@ -123,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         timings[views] = time.time() - t0
         with torch.no_grad():
             rows += evaluate_rows(dirs, views, args.max_scenes, full_only=views != args.views[0])
-    result = {"machine": machine(), "steps": steps, "train_scenes": args.train_scenes or None,
-              "overrides": args.overrides, "train_seconds": timings, "rows": rows}
+    trained = not args.skip_train  # with --skip-train the runs' own configs say how they were trained
+    result = {"machine": machine(), "steps": steps if trained else None,
+              "train_scenes": (args.train_scenes or None) if trained else None,
+              "overrides": args.overrides if trained else None,
+              "train_seconds": timings if trained else None, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality.json").write_text(json.dumps(result, indent=1))
     md = table(rows)
