@@ -101,15 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every stage")
     args = p.parse_args(argv)
 
-    from wildrayzer.data.synthetic import SynthParams, ensure_default_data
-    from wildrayzer.schedule import DEFAULT_STEPS, RUN_NAMES, run_schedule, view_overrides
+    from wildrayzer.data.synthetic import ensure_default_data
+    from wildrayzer.schedule import DEFAULT_STEPS, RUN_NAMES, ensure_training_data, run_schedule, view_overrides
 
     steps = tuple(args.steps or DEFAULT_STEPS)
-    ensure_default_data("data/synthetic")
-    data_root = ""
-    if args.train_scenes:
-        data_root = f"data/synthetic_{args.train_scenes}"
-        ensure_default_data(data_root, SynthParams(static_train=args.train_scenes, dynamic_train=args.train_scenes))
+    ensure_default_data("data/synthetic")  # its test scenes are the evaluation set
+    data_root = ensure_training_data(args.train_scenes)
     out = Path(args.out)
     rows, timings = [], {}
     for views in args.views:
@@ -123,11 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         timings[views] = time.time() - t0
         with torch.no_grad():
             rows += evaluate_rows(dirs, views, args.max_scenes, full_only=views != args.views[0])
-    trained = not args.skip_train  # with --skip-train the runs' own configs say how they were trained
-    result = {"machine": machine(), "steps": steps if trained else None,
-              "train_scenes": (args.train_scenes or None) if trained else None,
-              "overrides": args.overrides if trained else None,
-              "train_seconds": timings if trained else None, "rows": rows}
+    training = {"steps": steps, "train_scenes": args.train_scenes or None, "overrides": args.overrides,
+                "train_seconds": timings}
+    if args.skip_train:  # nothing was trained here: the runs' own configs say how they were
+        training = dict.fromkeys(training)
+    result = {"machine": machine(), **training, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality.json").write_text(json.dumps(result, indent=1))
     md = table(rows)

@@ -64,6 +64,18 @@ def run_schedule(out: str | Path, steps: tuple[int, int, int] = DEFAULT_STEPS, e
     return dirs
 
 
+def ensure_training_data(train_scenes: int, progress: bool = False) -> str:
+    """``--train-scenes N``: generate ``data/synthetic_N`` (N static + N dynamic training scenes) unless complete and
+    return it as the schedule's data root; 0 -> "" (the stage configs' own data roots)."""
+    if not train_scenes:
+        return ""
+    from .data.synthetic import SynthParams, ensure_default_data
+
+    root = f"data/synthetic_{train_scenes}"
+    ensure_default_data(root, SynthParams(static_train=train_scenes, dynamic_train=train_scenes), progress=progress)
+    return root
+
+
 def export_pretrained(run_dir: Path, dest: Path) -> Path:
     """Copy a run's latest weights into a pretrained directory (``model.safetensors`` + ``config.yaml``)."""
     from .train.checkpoint import load_model_checkpoint, save_pretrained
@@ -92,14 +104,10 @@ def main(argv: list[str]) -> int:
         if stage not in ("1", "2", "3"):
             raise UserError(f"--stage-override: stage must be 1, 2 or 3, got '{stage}'")
         per_stage.setdefault(int(stage), []).append(item)
-    from .data.synthetic import SynthParams, ensure_default_data
+    from .data.synthetic import ensure_default_data
 
-    data_root = ""
-    if args.train_scenes:
-        data_root = f"data/synthetic_{args.train_scenes}"
-        ensure_default_data(data_root, SynthParams(static_train=args.train_scenes, dynamic_train=args.train_scenes),
-                            progress=True)
-    else:
+    data_root = ensure_training_data(args.train_scenes, progress=True)
+    if not data_root:
         ensure_default_data("data/synthetic")
     dirs = run_schedule(args.out, tuple(args.steps), view_overrides(args.views) + args.overrides, data_root=data_root,
                         per_stage=per_stage)
