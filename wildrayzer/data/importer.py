@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import DataError
+from ..fileio import atomic_write_bytes
 from .frames import READ_ERRORS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -109,13 +111,54 @@ def view_index(num_frames: int) -> dict[str, list[int]]:
 
 def import_scene(frames: Iterable[tuple[np.ndarray, list[float] | None]], out: Path, scene: str, res: int = 256,
                  split: str = "test", fov_deg: float = 60.0, source: str = "") -> Path:
-    """Write the frames as one LVSM scene into ``out/split`` -> metadata path."""
+    """Write the frames as one LVSM scene into ``out/split`` -> metadata path.
+
+    The frames go to a hidden staging folder first and replace the scene's images (an existing scene of that name
+    included) only once all were read, so a bad frame, too few frames or an interrupted read leaves the split as it
+    was (at worst with a hidden ``.NAME.importing<pid>`` folder). Metadata, scene list and view index are each
+    replaced atomically."""
     if not scene or "/" in scene or scene.startswith("."):
         raise DataError(f"invalid scene name '{scene}'; use --scene NAME (no slashes)")
     split_dir = out / split
     img_dir = split_dir / "images" / scene
-    img_dir.mkdir(parents=True, exist_ok=True)
+    staging = img_dir.with_name(f".{scene}.importing{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     (split_dir / "metadata").mkdir(parents=True, exist_ok=True)
+    try:
+        records, sources = _write_frames(frames, staging, scene, res, fov_deg)
+        if len(records) < 2:
+            raise DataError(f"scene '{scene}' has {len(records)} frame(s); at least 2 are needed (2 context views)")
+        idx_path = split_dir / "view_idx.json"
+        try:
+            table = json.loads(idx_path.read_text()) if idx_path.is_file() else {}
+        except json.JSONDecodeError:
+            raise DataError(f"existing {idx_path} is not valid JSON; delete it and import again") from None
+        if img_dir.exists():  # swap in the new frames; the old ones are deleted only after the rename
+            old = img_dir.with_name(f".{scene}.replaced{os.getpid()}")
+            os.replace(img_dir, old)
+            os.replace(staging, img_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, img_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    meta = {"scene_name": scene, "frames": records,
+            "import": {"source": source, "intrinsics_source": "+".join(sorted(sources)),
+                       "default_fov_deg": fov_deg if "default_fov" in sources else None,
+                       "poses": "identity placeholders, unused by the self-supervised model"}}
+    meta_path = split_dir / "metadata" / f"{scene}.json"
+    atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
+    metas = sorted(p.name for p in (split_dir / "metadata").glob("*.json"))
+    atomic_write_bytes(split_dir / "full_list.txt", "".join(f"metadata/{m}\n" for m in metas).encode())
+    table[scene] = view_index(len(records))
+    atomic_write_bytes(idx_path, json.dumps(table, indent=1).encode())
+    return meta_path
+
+
+def _write_frames(frames: Iterable[tuple[np.ndarray, list[float] | None]], folder: Path, scene: str, res: int,
+                  fov_deg: float) -> tuple[list[dict], set[str]]:
+    """Resize and save each frame as ``folder/NNNNN.png`` -> (frame records, intrinsics sources used)."""
     records, sources = [], set()
     for i, (frame, exif) in enumerate(frames):
         h0, w0 = frame.shape[:2]
@@ -128,25 +171,7 @@ def import_scene(frames: Iterable[tuple[np.ndarray, list[float] | None]], out: P
             k = default_fxfycxcy(h, w, fov_deg)
             sources.add("default_fov")
         name = f"{i:05d}.png"
-        Image.fromarray(img).save(img_dir / name)
+        Image.fromarray(img).save(folder / name)
         records.append({"image_path": f"images/{scene}/{name}", "fxfycxcy": [float(x) for x in k],
                         "w2c": np.eye(4).tolist()})
-    if len(records) < 2:
-        shutil.rmtree(img_dir, ignore_errors=True)
-        raise DataError(f"scene '{scene}' has {len(records)} frame(s); at least 2 are needed (2 context views)")
-    meta = {"scene_name": scene, "frames": records,
-            "import": {"source": source, "intrinsics_source": "+".join(sorted(sources)),
-                       "default_fov_deg": fov_deg if "default_fov" in sources else None,
-                       "poses": "identity placeholders, unused by the self-supervised model"}}
-    meta_path = split_dir / "metadata" / f"{scene}.json"
-    meta_path.write_text(json.dumps(meta, indent=1))
-    metas = sorted(p.name for p in (split_dir / "metadata").glob("*.json"))
-    (split_dir / "full_list.txt").write_text("".join(f"metadata/{m}\n" for m in metas))
-    idx_path = split_dir / "view_idx.json"
-    try:
-        table = json.loads(idx_path.read_text()) if idx_path.is_file() else {}
-    except json.JSONDecodeError:
-        raise DataError(f"existing {idx_path} is not valid JSON; delete it and import again") from None
-    table[scene] = view_index(len(records))
-    idx_path.write_text(json.dumps(table, indent=1))
-    return meta_path
+    return records, sources

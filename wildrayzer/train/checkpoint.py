@@ -28,6 +28,7 @@ from torch import nn
 
 from ..config import from_container, to_container, to_yaml
 from ..errors import CheckpointError, UserError
+from ..fileio import atomic_write_bytes
 
 FORMAT = "wildrayzer-checkpoint-v1"
 LATEST = "ckpt_LATEST"
@@ -47,35 +48,6 @@ class LoadedCheckpoint(NamedTuple):
 
 def arch_summary(model_cfg) -> dict:
     return {k: model_cfg[k] for k in ARCH_KEYS}
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file + fsync + os.replace; never leaves a partial ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
 
 
 def _metadata(cfg, step: int, semantic_dim: int) -> dict[str, str]:
