@@ -73,6 +73,13 @@ def test_stages_1_2_3_train_and_freeze_the_right_parts(root, tmp_path):
         keys = [k for k in s3 if k.startswith(part) and s3[k].dtype.is_floating_point]
         assert any(not torch.equal(s3[k], s2[k]) for k in keys), f"stage 3 did not train {part}"
     assert not torch.equal(s3["noise_token"], s2["noise_token"])
+    # training.freeze_parts holds the camera estimator bit-identical through stage 3; the rest still trains
+    train(stage_cfg(root, tmp_path, 3, ["model.mask_token_threshold=0.0", "training.run_name=s3f",
+                                        "training.freeze_parts=[camera]"]))
+    s3f = weights(tmp_path / "s3f")
+    cam = [k for k in s3f if k.startswith("camera.")]
+    assert cam and all(torch.equal(s3f[k], s2[k]) for k in cam), "a frozen camera parameter changed"
+    assert any(not torch.equal(s3f[k], s2[k]) for k in s3f if k.startswith("renderer."))
 
 
 @pytest.mark.parametrize("stage", [2, 3])
@@ -83,6 +90,18 @@ def test_trainable_sets(root, tmp_path, stage):
     assert names == (["motion"] if stage == 2 else ["camera", "scene", "renderer", "motion", "noise_token"])
     grads = {n for n, p in model.named_parameters() if p.requires_grad}
     assert all(n.startswith(tuple(names)) for n in grads)
+
+
+def test_freeze_parts_validation(root, tmp_path):
+    with pytest.raises(ConfigError, match="unknown part 'camra'.*did you mean 'camera'"):
+        stage_cfg(root, tmp_path, 3, ["training.freeze_parts=[camra]"])
+    cfg = stage_cfg(root, tmp_path, 2, ["training.freeze_parts=[motion]"])
+    with pytest.raises(ConfigError, match="leaves nothing to train in stage 2"):
+        apply_trainable(WildRayZer(cfg.model, semantic_dim=8), 2, cfg.training.freeze_parts)
+    cfg = stage_cfg(root, tmp_path, 3, ["training.freeze_parts=[camera,noise_token]"])
+    model = WildRayZer(cfg.model, semantic_dim=8)
+    assert apply_trainable(model, 3, cfg.training.freeze_parts) == ["scene", "renderer", "motion"]
+    assert not any(p.requires_grad for p in model.camera.parameters()) and not model.noise_token.requires_grad
 
 
 FLAGS = list(itertools.product([False, True], repeat=4))

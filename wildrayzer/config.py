@@ -92,6 +92,7 @@ class TrainingConfig:
     perceptual_weight: float = 0.2
     perceptual_weights_path: str = ""  # torchvision-format VGG-19 state dict; "" disables the perceptual term
     mask_distill_loss_weight: float = 1.0
+    freeze_parts: list[str] = field(default_factory=list)  # parts held frozen on top of the stage's choice
     mask_pos_weight: float = 1.0  # BCE weight of moving pixels (class balance; transients cover ~5-15 % of an image)
     psnr_filter_threshold: float = 17.0
     pseudolabel_cache: str = ""  # directory of precomputed pseudo-masks ("" = compute in the loop)
@@ -297,6 +298,8 @@ def _resolve(cfg: DictConfig, where: str) -> None:
                           "to other keys and OmegaConf's built-in oc.* resolvers are supported") from None
 
 
+MODEL_PARTS = ("camera", "scene", "renderer", "motion", "noise_token")  # top-level parts of WildRayZer
+
 _CHOICES = {
     "semantic.backbone": ("dinov3", "efficientnet_lite0", "none"),
     "data.dataset": ("lvsm", "dynamic"),
@@ -326,6 +329,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("model.num_context_views and model.num_target_views must be >= 1")
     if cfg.training.stage not in (1, 2, 3):
         raise ConfigError(f"training.stage must be 1, 2 or 3; got {cfg.training.stage}")
+    for part in cfg.training.freeze_parts:
+        if part not in MODEL_PARTS:
+            close = difflib.get_close_matches(part, MODEL_PARTS, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"training.freeze_parts: unknown part '{part}' (parts: {', '.join(MODEL_PARTS)}){hint}")
     if cfg.data.frame_gap_min > cfg.data.frame_gap_max:
         raise ConfigError("data.frame_gap_min must be <= data.frame_gap_max")
     if not 0.0 <= m.mask_token_threshold <= 1.0:

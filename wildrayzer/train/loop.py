@@ -124,7 +124,7 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
         atomic_write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
         atomic_write_bytes(run_dir / "git_sha.txt", _git_sha().encode())
 
-    names = apply_trainable(model, t.stage)
+    names = apply_trainable(model, t.stage, t.freeze_parts)
     model.to(device).train()
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"stage {t.stage}: training {', '.join(names)} ({n_train / 1e6:.2f}M params) on {info.world_size} x "

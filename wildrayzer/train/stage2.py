@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..losses import mask_bce_loss
-from .stages import register_stage, trainable_modules
+from .stages import register_stage
 
 
 def check_supervision(cfg) -> None:
@@ -49,9 +49,6 @@ class MotionStageBase:
         if self.semantic is None:
             self.semantic = build_semantic_backbone(cfg.semantic)
         return int(self.semantic.out_dim)
-
-    def trainable(self, model: nn.Module) -> list[str]:
-        return trainable_modules(model, self.number)
 
     def setup(self, cfg, device: torch.device, log: Callable[[str], None]) -> None:
         check_supervision(cfg)

@@ -6,7 +6,7 @@ A stage implements :class:`Stage`. The loop knows nothing else about stages; sta
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
@@ -16,29 +16,33 @@ from ..errors import ConfigError
 from ..losses import rendering_loss
 
 # Top-level parts of WildRayZer that train in each stage (the semantic backbone lives outside the model: frozen).
+# ``training.freeze_parts`` holds some of them frozen on top of this (e.g. the camera estimator in stage 3).
 _TRAINABLE = {1: ("camera", "scene", "renderer"), 2: ("motion",),
               3: ("camera", "scene", "renderer", "motion", "noise_token")}
 
 
-def trainable_modules(model: nn.Module, stage: int) -> list[str]:
-    """Names of the top-level modules / parameters of ``model`` that train in ``stage`` (only those that exist;
-    the noise token only when MAE masking is on, since otherwise it never receives a gradient)."""
+def trainable_modules(model: nn.Module, stage: int, freeze: Sequence[str] = ()) -> list[str]:
+    """Names of the top-level modules / parameters of ``model`` that train in ``stage`` minus ``freeze`` (only those
+    that exist; the noise token only when MAE masking is on, since otherwise it never receives a gradient)."""
     names = []
     for name in _TRAINABLE[stage]:
         part = getattr(model, name, None)
-        if part is None:
+        if part is None or name in freeze:
             continue
         if name == "noise_token" and not model.cfg.use_mae_masking:
             continue
         names.append(name)
-    if stage == 2 and not names:
+    if stage == 2 and not names and "motion" not in freeze:
         raise ConfigError("training.stage=2 trains the motion estimator: set model.use_motion_mask=true")
+    if not names:
+        raise ConfigError(f"training.freeze_parts={list(freeze)} leaves nothing to train in stage {stage} (it trains "
+                          f"{', '.join(_TRAINABLE[stage])})")
     return names
 
 
-def apply_trainable(model: nn.Module, stage: int) -> list[str]:
-    """Set ``requires_grad`` so that exactly the stage's parts train; returns their names."""
-    names = trainable_modules(model, stage)
+def apply_trainable(model: nn.Module, stage: int, freeze: Sequence[str] = ()) -> list[str]:
+    """Set ``requires_grad`` so that exactly the stage's parts (minus ``freeze``) train; returns their names."""
+    names = trainable_modules(model, stage, freeze)
     model.requires_grad_(False)
     for name in names:
         part = getattr(model, name)
