@@ -10,6 +10,7 @@ from wildrayzer.geometry import make_pose, rotation_6d_to_matrix
 from wildrayzer.infer.metrics import (
     MetricsAggregator,
     format_metrics_table,
+    mask_iou_pooled,
     mask_scores,
     pose_metrics,
     psnr_full,
@@ -85,6 +86,9 @@ def test_mask_scores_counts_and_empty_masks():
     assert (s["mask_iou"][1], s["mask_precision"][1], s["mask_recall"][1]) == (1.0, None, None)
     assert (s["mask_iou"][2], s["mask_precision"][2], s["mask_recall"][2]) == (0.0, 0.0, None)
     assert (s["mask_iou"][3], s["mask_precision"][3], s["mask_recall"][3]) == (0.0, None, 0.0)
+    # pooled over the 4 views: intersections 4, unions 10 + 0 + 1 + 1; the both-empty view adds nothing
+    assert mask_iou_pooled(pred, gt) == pytest.approx(4 / 12)
+    assert mask_iou_pooled(pred[1:2], gt[1:2]) is None
     pred_soft = pred.clone()
     pred_soft[0, 0, 3, :2] = 0.49  # below threshold -> no longer false positives
     assert mask_scores(pred_soft, gt)["mask_precision"][0] == pytest.approx(1.0)
@@ -128,7 +132,7 @@ def test_scene_metrics_keys_and_values():
     assert full["psnr_static"] == pytest.approx(float(psnr_full(pred[1:], gt[1:]).mean()), abs=1e-3)
     assert full["ssim_static"] == pytest.approx(float(ssim_full(pred[1:], gt[1:]).mean()), abs=1e-5)
     assert full["lpips_static"] is None and full["psnr_clean"] == pytest.approx(plain["psnr"], abs=1e-4)
-    assert full["mask_iou"] == 1.0 and full["mask_recall"] == 1.0
+    assert full["mask_iou"] == 1.0 and full["mask_recall"] == 1.0 and full["mask_iou_pooled"] == 1.0
     assert full["pose_rot_deg"] < 1e-4
     with pytest.raises(ValueError):
         scene_metrics(pred.float(), gt.float(), pred_input_masks=torch.ones(2, 1, 40, 48))

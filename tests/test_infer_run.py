@@ -25,7 +25,7 @@ from wildrayzer.infer.run import check_output_root, safe_scene_dirname
 REPO = Path(__file__).resolve().parents[1]
 SCENES = ["dynamic_test_0000", "dynamic_test_0001"]
 METRIC_KEYS = {"psnr", "ssim", "lpips", "psnr_static", "ssim_static", "lpips_static", "psnr_clean", "mask_iou",
-               "mask_precision", "mask_recall", "pose_rot_deg", "pose_trans_rel"}
+               "mask_iou_pooled", "mask_precision", "mask_recall", "pose_rot_deg", "pose_trans_rel"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -37,6 +37,7 @@ METRIC_LABELS: dict[str, str] = {
     "lpips_static": "LPIPS static",
     "psnr_clean": "PSNR vs clean",
     "mask_iou": "mask IoU",
+    "mask_iou_pooled": "mask IoU pooled",
     "mask_precision": "mask precision",
     "mask_recall": "mask recall",
     "pose_rot_deg": "rotation error (deg)",
@@ -133,6 +134,17 @@ def mask_scores(pred_mask: Tensor, gt_mask: Tensor) -> dict[str, list[float | No
     return out
 
 
+def mask_iou_pooled(pred_mask: Tensor, gt_mask: Tensor) -> float | None:
+    """One IoU over all views together (intersections and unions summed): a view where nothing moves and nothing is
+    predicted adds nothing, instead of the 1.0 it scores in the per-view mean. None when every view is empty in both.
+    pred_mask, gt_mask: (N, 1, H, W), thresholded at 0.5 like :func:`mask_scores`."""
+    if pred_mask.shape != gt_mask.shape:
+        raise ValueError(f"mask_iou_pooled: shapes differ, {tuple(pred_mask.shape)} vs {tuple(gt_mask.shape)}")
+    p, g = pred_mask >= MASK_THRESHOLD, gt_mask >= MASK_THRESHOLD
+    union = int((p | g).sum())
+    return int((p & g).sum()) / union if union else None
+
+
 def pose_metrics(pred_c2w: Tensor, gt_c2w: Tensor) -> dict[str, float]:
     """pred_c2w, gt_c2w: (V, 4, 4) one scene, V >= 2 -> {"pose_rot_deg", "pose_trans_rel"} after Sim(3) alignment.
 
@@ -188,8 +200,10 @@ def scene_metrics(
     if (pred_input_masks is None) != (gt_input_masks is None):
         raise ValueError("scene_metrics: pred_input_masks and gt_input_masks must be given together")
     if pred_input_masks is not None:
-        for key, vals in mask_scores(pred_input_masks.detach().float(), gt_input_masks.detach().float()).items():
+        pred_m, gt_m = pred_input_masks.detach().float(), gt_input_masks.detach().float()
+        for key, vals in mask_scores(pred_m, gt_m).items():
             out[key] = _finite_mean(vals)
+        out["mask_iou_pooled"] = mask_iou_pooled(pred_m, gt_m)
     if (pred_c2w is None) != (gt_c2w is None):
         raise ValueError("scene_metrics: pred_c2w and gt_c2w must be given together")
     if pred_c2w is not None:
