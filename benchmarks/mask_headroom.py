@@ -1,0 +1,76 @@
+"""Masking headroom on the synthetic dynamic test set (a benchmark, not a test): prints JSON lines + a table.
+
+    .venv/bin/python benchmarks/mask_headroom.py MODEL [MODEL ...] [--max-scenes N] [--out DIR] [key=value ...]
+    (or: wildrayzer bench headroom ...)
+
+MODEL is a run dir, checkpoint or pretrained dir. For each, static-region PSNR on the same targets with the context
+views as given (no masking), masked by the model's own motion masks, masked by the ground-truth masks, and replaced by
+transient-free renders (see :mod:`wildrayzer.infer.headroom`). The last minus the first is what transients cost the
+model, i.e. the most any mask estimator can win for it. Config: ``configs/tiny/wildrayzer_inference.yaml`` plus the
+overrides (its ``data.root`` must be a synthetic dynamic set). Results: ``<out>/headroom.json`` and ``headroom.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import fmt, machine  # noqa: E402
+
+LABELS = {"as_given": "as given", "own_masks": "own masks", "gt_masks": "GT masks",
+          "transient_free": "transient-free context"}
+
+
+def table(rows: list[dict]) -> str:
+    head = "| model | " + " | ".join(f"static PSNR, {v}" for v in LABELS.values()) + " | headroom (dB) |"
+    lines = [head, "|---|" + "---|" * (len(LABELS) + 1)]
+    for r in rows:
+        s = r["psnr_static"]
+        gain = None if s["transient_free"] is None or s["as_given"] is None else s["transient_free"] - s["as_given"]
+        lines.append(f"| {r['model']} | " + " | ".join(fmt(s.get(k), 2) for k in LABELS) + f" | {fmt(gain, 2)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("models", nargs="+", help="run dirs, checkpoints or pretrained dirs; then key=value overrides")
+    p.add_argument("--max-scenes", type=int, default=0)
+    p.add_argument("--out", default="experiments/headroom")
+    args = p.parse_args(argv)
+    overrides = [m for m in args.models if "=" in m]
+    models = [m for m in args.models if "=" not in m]
+
+    from wildrayzer.config import load_config
+    from wildrayzer.data import build_dataset
+    from wildrayzer.infer.headroom import masking_headroom
+    from wildrayzer.infer.pipeline import Pipeline
+
+    dataset = build_dataset(load_config("configs/tiny/wildrayzer_inference.yaml", overrides), "eval")
+    rows = []
+    for m in models:
+        summary = masking_headroom(Pipeline.load(m, device="cpu"), dataset, args.max_scenes)
+        row = {"model": m, "scenes": next(iter(summary.values()))["num_scenes"],
+               **{key: {c: s["mean"].get(key) for c, s in summary.items()} for key in ("psnr_static", "psnr_clean")}}
+        row["psnr_static"].setdefault("own_masks", None)
+        row["psnr_clean"].setdefault("own_masks", None)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "headroom.json").write_text(json.dumps({"machine": machine(), "overrides": overrides, "rows": rows},
+                                                  indent=1))
+    md = table(rows)
+    (out / "headroom.md").write_text(md + "\n")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    torch.set_grad_enabled(False)
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The masking-headroom analysis (``wildrayzer bench headroom``): each condition changes what it claims to change."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_run import INFER_CFG, MODEL, NO_MOTION, small_synth
+
+from wildrayzer.config import load_config
+from wildrayzer.data import build_dataset
+from wildrayzer.errors import UserError
+from wildrayzer.infer.headroom import masking_headroom
+from wildrayzer.infer.pipeline import Pipeline
+from wildrayzer.model import WildRayZer
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return small_synth(tmp_path_factory.mktemp("headroom"), dynamic_test=2)
+
+
+def _setup(root: Path, sub: str, *extra: str):
+    cfg = load_config(INFER_CFG, [f"data.root={root / sub}", *MODEL, *NO_MOTION, "model.use_mae_masking=true",
+                                  *extra])
+    torch.manual_seed(0)
+    model = WildRayZer(cfg.model).eval()
+    return Pipeline(model, None, cfg, torch.device("cpu"), Path("in-memory")), build_dataset(cfg, "eval")
+
+
+def _static(summary: dict, condition: str) -> float:
+    return summary[condition]["mean"]["psnr_static"]
+
+
+def test_conditions_change_only_what_they_claim(data_root):
+    pipe, ds = _setup(data_root, "dynamic_re10k", "model.mask_token_threshold=0.0")
+    masked = masking_headroom(pipe, ds, progress=False)
+    assert set(masked) == {"as_given", "gt_masks", "transient_free"}  # no motion estimator -> no own_masks
+    assert masked["as_given"]["num_scenes"] == 2
+    vals = [_static(masked, c) for c in masked]
+    assert all(v == v and 5 < v < 60 for v in vals)  # finite PSNRs
+    # any GT-moving pixel in a patch masks it: renders change; transient-free context changes them too
+    assert _static(masked, "gt_masks") != pytest.approx(_static(masked, "as_given"), abs=1e-6)
+    assert _static(masked, "transient_free") != pytest.approx(_static(masked, "as_given"), abs=1e-6)
+    # a threshold no patch can exceed masks nothing: GT masking is then exactly the unmasked model
+    pipe.model.cfg.mask_token_threshold = 1.0
+    unmasked = masking_headroom(pipe, ds, progress=False)
+    assert _static(unmasked, "gt_masks") == _static(unmasked, "as_given") == _static(masked, "as_given")
+    assert pipe.model.cfg.use_mae_masking is True  # the caller's flag is restored
+
+
+def test_needs_masks_and_clean_images(data_root):
+    pipe, ds = _setup(data_root, "re10k_processed_v2", "data.dataset=lvsm", "data.list_file=full_list.txt",
+                      "data.view_idx_file=")
+    flag = pipe.model.cfg.use_mae_masking
+    with pytest.raises(UserError, match="clean_images"):
+        masking_headroom(pipe, ds, progress=False)
+    assert pipe.model.cfg.use_mae_masking == flag

@@ -1,0 +1,77 @@
+"""How much can motion masking win on a dataset? Static-region PSNR of one model under four context conditions.
+
+Used by ``wildrayzer bench headroom``. Every condition renders the same targets from the same model; only what the
+scene encoder sees of the context views changes:
+
+* ``as_given``         the context photos, no token masking (what RayZer without masks gets);
+* ``own_masks``        noise-token masking with the model's own predicted masks (needs a motion estimator);
+* ``gt_masks``         noise-token masking with the ground-truth motion masks (an oracle mask estimator);
+* ``transient_free``   the context views rendered without their transients (``clean_images``), no masking: the
+                       ceiling for any masking method, which can at best remove the transient, never restore what it
+                       hid.
+
+``transient_free - as_given`` is the static-region PSNR that transients in the context cost the model; when it is
+small, a masked model cannot beat the unmasked one by more than that, however good its masks.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from ..errors import UserError
+from .evaluate import metrics_for
+from .metrics import MetricsAggregator
+
+CONDITIONS = ("as_given", "own_masks", "gt_masks", "transient_free")
+
+
+def _render(pipe, images, vc: int, apply_mae: bool, motion_probs=None):
+    """images: (1, V, 3, H, W); motion_probs: (1, Vc, 1, H, W) or None -> (renders (Vt, 3, H, W), c2w (V, 4, 4))."""
+    images = images.to(pipe.device, torch.float32)
+    sem = pipe.semantic_features(images[:, :vc])
+    if motion_probs is not None:
+        motion_probs = motion_probs.to(pipe.device, torch.float32)
+    out = pipe.model(images, vc, semantic_feats=sem, motion_probs=motion_probs, apply_mae=apply_mae)
+    return out["renders"][0].float().cpu().clamp(0, 1), out["cameras"]["c2w"][0].float().cpu()
+
+
+@torch.no_grad()
+def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True) -> dict:
+    """pipe: a loaded :class:`Pipeline`; dataset: eval items with ``motion_masks`` and ``clean_images`` (the synthetic
+    dynamic test set). -> {condition: MetricsAggregator summary} for the conditions the model supports."""
+    vc = pipe.num_context
+    n = len(dataset) if max_scenes <= 0 else min(max_scenes, len(dataset))
+    if n == 0:
+        raise UserError("headroom: the dataset has no scenes")
+    first = dataset[0]
+    if first.get("motion_masks") is None or first.get("clean_images") is None:
+        raise UserError("headroom needs ground-truth motion masks and transient-free images (clean_images), which "
+                        "only the synthetic dynamic sets have; point data.root at e.g. data/synthetic/dynamic_re10k")
+    conditions = [c for c in CONDITIONS if c != "own_masks" or pipe.model.motion is not None]
+    aggs = {c: MetricsAggregator() for c in conditions}
+    mae_flag = pipe.model.cfg.use_mae_masking
+    pipe.model.cfg.use_mae_masking = True  # the masked conditions mask whatever the checkpoint was trained with
+    it = range(n)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="headroom", unit="scene", file=sys.stderr, dynamic_ncols=True, leave=False)
+    try:
+        for i in it:
+            item = first if i == 0 else dataset[i]
+            images = item["images"][None].float()  # (1, V, 3, H, W)
+            for c in conditions:
+                if c == "transient_free":
+                    ctx = images.clone()
+                    ctx[0, :vc] = item["clean_images"][:vc].float()
+                    renders, c2w = _render(pipe, ctx, vc, apply_mae=False)
+                elif c == "gt_masks":
+                    renders, c2w = _render(pipe, images, vc, True, item["motion_masks"][:vc][None].float())
+                else:
+                    renders, c2w = _render(pipe, images, vc, apply_mae=c == "own_masks")
+                aggs[c].add(f"{i:05d}_{item['scene']}", metrics_for(item, vc, renders, None, c2w))
+    finally:
+        pipe.model.cfg.use_mae_masking = mae_flag
+    return {c: a.summary() for c, a in aggs.items()}
