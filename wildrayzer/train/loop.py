@@ -88,7 +88,9 @@ def train(cfg, dataset=None, fault_hook=None) -> dict:
     """
     info = init_distributed(cfg.training.device)
     try:
-        return _train(cfg, info, dataset, fault_hook)
+        result = _train(cfg, info, dataset, fault_hook)
+        barrier(info)  # no rank tears gloo down while another still finishes its last collective
+        return result
     finally:
         cleanup()
 
