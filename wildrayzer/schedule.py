@@ -22,7 +22,7 @@ from .errors import UserError
 
 TINY = {1: "configs/tiny/wildrayzer_stage1_pretrain.yaml", 2: "configs/tiny/wildrayzer_stage2_motion_mask.yaml",
         3: "configs/tiny/wildrayzer_stage3_joint_copy_paste.yaml"}
-DEFAULT_STEPS = (2500, 300, 300)
+DEFAULT_STEPS = (2500, 300, 600)
 DATA_DIRS = {1: "re10k_processed_v2", 2: "dynamic_re10k", 3: "dynamic_re10k"}
 RUN_NAMES = {1: "stage1", 2: "stage2", 3: "stage3"}
 
