@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import fmt, machine  # noqa: E402
+from quality import fmt, machine, write_results  # noqa: E402
 
 LABELS = {"as_given": "as given", "own_masks": "own masks", "gt_masks": "GT masks",
           "transient_free": "transient-free context"}
@@ -60,13 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         row["psnr_clean"].setdefault("own_masks", None)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "headroom.json").write_text(json.dumps({"machine": machine(), "overrides": overrides, "rows": rows},
-                                                  indent=1))
-    md = table(rows)
-    (out / "headroom.md").write_text(md + "\n")
-    print(md)
+    write_results(Path(args.out), "headroom", {"machine": machine(), "overrides": overrides, "rows": rows},
+                  table(rows))
     return 0
 
 

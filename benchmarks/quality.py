@@ -37,6 +37,14 @@ def machine() -> dict:
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "device": "cpu"}
 
 
+def write_results(out: Path, name: str, result: dict, md: str) -> None:
+    """``<out>/<name>.json`` (the result) and ``<out>/<name>.md`` (the table), and the table on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{name}.md").write_text(md + "\n")
+    print(md)
+
+
 def fmt(v, digits: int) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
@@ -124,12 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 "train_seconds": timings}
     if args.skip_train:  # nothing was trained here: the runs' own configs say how they were
         training = dict.fromkeys(training)
-    result = {"machine": machine(), **training, "rows": rows}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "quality.json").write_text(json.dumps(result, indent=1))
-    md = table(rows)
-    (out / "quality.md").write_text(md + "\n")
-    print(md)
+    write_results(out, "quality", {"machine": machine(), **training, "rows": rows}, table(rows))
     return 0
 
 
