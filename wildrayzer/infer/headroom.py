@@ -5,7 +5,8 @@ scene encoder sees of the context views changes:
 
 * ``as_given``         the context photos, no token masking (what RayZer without masks gets);
 * ``own_masks``        noise-token masking with the model's own predicted masks (needs a motion estimator);
-* ``gt_masks``         noise-token masking with the ground-truth motion masks (an oracle mask estimator);
+* ``gt_masks``         noise-token masking with the ground-truth motion masks (an oracle mask estimator; for a
+                       model that never trained its noise token, e.g. stage 1, this is the cost of dropping tokens);
 * ``transient_free``   the context views rendered without their transients (``clean_images``), no masking: the
                        ceiling for any masking method, which can at best remove the transient, never restore what it
                        hid.
