@@ -54,10 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for m in models:
         summary = masking_headroom(Pipeline.load(m, device="cpu"), dataset, args.max_scenes)
-        row = {"model": m, "scenes": next(iter(summary.values()))["num_scenes"],
-               **{key: {c: s["mean"].get(key) for c, s in summary.items()} for key in ("psnr_static", "psnr_clean")}}
-        row["psnr_static"].setdefault("own_masks", None)
-        row["psnr_clean"].setdefault("own_masks", None)
+        row = {"model": m, "scenes": summary["as_given"]["num_scenes"],
+               **{key: {c: summary[c]["mean"].get(key) if c in summary else None for c in LABELS}
+                  for key in ("psnr_static", "psnr_clean")}}
         rows.append(row)
         print(json.dumps(row), flush=True)
     write_results(Path(args.out), "headroom", {"machine": machine(), "overrides": overrides, "rows": rows},

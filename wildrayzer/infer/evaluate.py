@@ -54,6 +54,16 @@ def identity_pose_errors(item: dict) -> dict:
     return pose_metrics(torch.eye(4).expand(v, 4, 4).clone(), item["c2w"].float())
 
 
+def scene_indices(dataset, max_scenes: int = 0, progress: bool = True, desc: str = "eval"):
+    """Indices of the first ``max_scenes`` scenes (all when <= 0), with a progress bar on stderr if ``progress``."""
+    it = range(len(dataset) if max_scenes <= 0 else min(max_scenes, len(dataset)))
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=desc, unit="scene", file=sys.stderr, dynamic_ncols=True, leave=False)
+    return it
+
+
 @torch.no_grad()
 def evaluate(dataset, num_context: int, pipe=None, baseline: str = "", lpips_model=None, max_scenes: int = 0,
              progress: bool = True, desc: str = "eval") -> dict:
@@ -61,14 +71,8 @@ def evaluate(dataset, num_context: int, pipe=None, baseline: str = "", lpips_mod
     (renders) / "identity_pose" (cameras; added to the mean-colour rows). -> MetricsAggregator.summary()."""
     if (pipe is None) == (not baseline):
         raise ValueError("evaluate: give exactly one of pipe and baseline")
-    n = len(dataset) if max_scenes <= 0 else min(max_scenes, len(dataset))
     agg = MetricsAggregator()
-    it = range(n)
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc=desc, unit="scene", file=sys.stderr, dynamic_ncols=True, leave=False)
-    for i in it:
+    for i in scene_indices(dataset, max_scenes, progress, desc):
         item = dataset[i]
         if pipe is not None:
             _, m = score_scene(pipe, item, lpips_model)

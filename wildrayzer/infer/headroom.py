@@ -17,21 +17,18 @@ small, a masked model cannot beat the unmasked one by more than that, however go
 
 from __future__ import annotations
 
-import sys
-
 import torch
 
 from ..errors import UserError
-from .evaluate import metrics_for
+from .evaluate import metrics_for, scene_indices
 from .metrics import MetricsAggregator
 
 CONDITIONS = ("as_given", "own_masks", "gt_masks", "transient_free")
 
 
-def _render(pipe, images, vc: int, apply_mae: bool, motion_probs=None):
-    """images: (1, V, 3, H, W); motion_probs: (1, Vc, 1, H, W) or None -> (renders (Vt, 3, H, W), c2w (V, 4, 4))."""
-    images = images.to(pipe.device, torch.float32)
-    sem = pipe.semantic_features(images[:, :vc])
+def _render(pipe, images, sem, vc: int, apply_mae: bool, motion_probs=None):
+    """images: (1, V, 3, H, W) on the device; sem: the context views' semantic features or None; motion_probs:
+    (1, Vc, 1, H, W) or None -> (renders (Vt, 3, H, W), c2w (V, 4, 4)) on the CPU."""
     if motion_probs is not None:
         motion_probs = motion_probs.to(pipe.device, torch.float32)
     out = pipe.model(images, vc, semantic_feats=sem, motion_probs=motion_probs, apply_mae=apply_mae)
@@ -43,8 +40,7 @@ def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True) 
     """pipe: a loaded :class:`Pipeline`; dataset: eval items with ``motion_masks`` and ``clean_images`` (the synthetic
     dynamic test set). -> {condition: MetricsAggregator summary} for the conditions the model supports."""
     vc = pipe.num_context
-    n = len(dataset) if max_scenes <= 0 else min(max_scenes, len(dataset))
-    if n == 0:
+    if len(dataset) == 0:
         raise UserError("headroom: the dataset has no scenes")
     first = dataset[0]
     if first.get("motion_masks") is None or first.get("clean_images") is None:
@@ -54,24 +50,20 @@ def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True) 
     aggs = {c: MetricsAggregator() for c in conditions}
     mae_flag = pipe.model.cfg.use_mae_masking
     pipe.model.cfg.use_mae_masking = True  # the masked conditions mask whatever the checkpoint was trained with
-    it = range(n)
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc="headroom", unit="scene", file=sys.stderr, dynamic_ncols=True, leave=False)
     try:
-        for i in it:
+        for i in scene_indices(dataset, max_scenes, progress, "headroom"):
             item = first if i == 0 else dataset[i]
-            images = item["images"][None].float()  # (1, V, 3, H, W)
+            images = item["images"][None].to(pipe.device, torch.float32)  # (1, V, 3, H, W)
+            sem = pipe.semantic_features(images[:, :vc])  # shared by every condition that sees the real context
             for c in conditions:
                 if c == "transient_free":
-                    ctx = images.clone()
-                    ctx[0, :vc] = item["clean_images"][:vc].float()
-                    renders, c2w = _render(pipe, ctx, vc, apply_mae=False)
+                    clean = images.clone()
+                    clean[0, :vc] = item["clean_images"][:vc].to(pipe.device, torch.float32)
+                    renders, c2w = _render(pipe, clean, pipe.semantic_features(clean[:, :vc]), vc, apply_mae=False)
                 elif c == "gt_masks":
-                    renders, c2w = _render(pipe, images, vc, True, item["motion_masks"][:vc][None].float())
+                    renders, c2w = _render(pipe, images, sem, vc, True, item["motion_masks"][:vc][None])
                 else:
-                    renders, c2w = _render(pipe, images, vc, apply_mae=c == "own_masks")
+                    renders, c2w = _render(pipe, images, sem, vc, apply_mae=c == "own_masks")
                 aggs[c].add(f"{i:05d}_{item['scene']}", metrics_for(item, vc, renders, None, c2w))
     finally:
         pipe.model.cfg.use_mae_masking = mae_flag
