@@ -143,7 +143,7 @@ def bench_inference(rep: Reporter, cfg, device, repeats: int, peak: float) -> No
                  **peak_memory(device))
 
         enc = model(images[:, :vc], vc, render_targets=False)
-        scene, cams = enc["scene_tokens"], model.camera(images)
+        scene, cams = enc["scene_tokens"], model(images, vc, render_targets=False)["cameras"]
         counts, times = [1, 2, 4, 8], []
         for k in counts:
             c2w, fx = cams["c2w"][:, :1].expand(1, k, 4, 4), cams["fxfycxcy"][:, :1].expand(1, k, 4)

@@ -42,16 +42,16 @@ def test_conditions_change_only_what_they_claim(data_root):
     assert _static(masked, "gt_masks") != pytest.approx(_static(masked, "as_given"), abs=1e-6)
     assert _static(masked, "transient_free") != pytest.approx(_static(masked, "as_given"), abs=1e-6)
     # a threshold no patch can exceed masks nothing: GT masking is then exactly the unmasked model
-    pipe.model.cfg.mask_token_threshold = 1.0
+    pipe.model.mask_token_threshold = 1.0
     unmasked = masking_headroom(pipe, ds, progress=False)
     assert _static(unmasked, "gt_masks") == _static(unmasked, "as_given") == _static(masked, "as_given")
-    assert pipe.model.cfg.use_mae_masking is True  # the caller's flag is restored
+    assert pipe.model.use_mae_masking is True  # the caller's flag is restored
 
 
 def test_needs_masks_and_clean_images(data_root):
     pipe, ds = _setup(data_root, "re10k_processed_v2", "data.dataset=lvsm", "data.list_file=full_list.txt",
                       "data.view_idx_file=")
-    flag = pipe.model.cfg.use_mae_masking
+    flag = pipe.model.use_mae_masking
     with pytest.raises(UserError, match="clean_images"):
         masking_headroom(pipe, ds, progress=False)
-    assert pipe.model.cfg.use_mae_masking == flag
+    assert pipe.model.use_mae_masking == flag

@@ -234,7 +234,7 @@ def test_semantic_features_unlike_training_are_one_line_exit_2(setup, tmp_path):
 def test_missing_checkpoint_exit_2_with_download_hint(setup, tmp_path):
     rc, _, err = run_cli(infer_args(setup, tmp_path / "o", f"inference.model_path={tmp_path / 'nope.pt'}"))
     assert rc == 2 and err.count("\n") == 1
-    assert "checkpoint not found" in err and "Download the released" in err
+    assert "checkpoint not found" in err and "uva-cv-lab/wildrayzer-2view" in err and "DINOv3" in err
     assert not (tmp_path / "o").exists()
 
 
@@ -243,7 +243,7 @@ def test_published_config_without_the_released_checkpoint(tmp_path, monkeypatch)
     rc, _, err = run_cli(["infer", "--config", str(REPO / "configs/wildrayzer_inference.yaml"),
                           "inference.model_path=./checkpoints/wildrayzer_2view.pt", "inference_out_root=out"])
     assert rc == 2 and err.count("\n") == 1
-    assert "checkpoint not found: ./checkpoints/wildrayzer_2view.pt. Download the released" in err
+    assert "checkpoint not found: ./checkpoints/wildrayzer_2view.pt. Download the authors'" in err
 
 
 def test_scene_names_and_output_root_are_safe(tmp_path):

@@ -4,10 +4,12 @@ import torch
 from wildrayzer.nn import (
     Attention,
     PatchEmbed,
+    RMSNorm,
     Transformer,
     naive_attention,
     patchify,
-    sincos_pos_embed_2d,
+    sincos_1d,
+    sincos_2d,
     unpatchify,
 )
 
@@ -58,12 +60,30 @@ def test_transformer_shapes_grads_and_checkpointing():
         assert torch.allclose(g, p.grad, atol=1e-6)
 
 
-def test_depth_scaled_init():
-    deep, shallow = Transformer(64, 4, depth=8), Transformer(64, 4, depth=1)
-    assert deep.blocks[0].attn.proj.weight.std() < shallow.blocks[0].attn.proj.weight.std() * 0.6
+def test_depth_scaled_init_and_no_biases():
+    tr = Transformer(256, 4, depth=8)
+    assert 0.8 < tr.blocks[0].attn.proj.weight.std() / 0.02 * 2 ** 0.5 < 1.2  # block i: 0.02 / sqrt(2 (i + 1))
+    assert 0.8 < tr.blocks[7].attn.proj.weight.std() / 0.02 * 16 ** 0.5 < 1.2
+    assert not any(n.endswith("bias") for n, _ in tr.named_parameters())  # the release's blocks have none
+    x = torch.randn(2, 5, 256)
+    assert torch.equal(tr(x, return_layers=True)[-1], tr(x))  # no final norm after the stack
 
 
-def test_sincos_embed_distinct():
-    e = sincos_pos_embed_2d(32, 4)
-    assert e.shape == (16, 32)
-    assert torch.cdist(e, e).add(torch.eye(16) * 10).min() > 0.1
+def test_rmsnorm_is_per_head_rms():
+    norm = RMSNorm(8)
+    x = torch.randn(3, 8) * 5
+    y = norm(x)
+    assert torch.allclose(y.pow(2).mean(-1), torch.ones(3), atol=1e-4)
+    assert norm.eps == 1e-5
+
+
+def test_sincos_layouts():
+    e1 = sincos_1d(torch.arange(5), 8)  # [sin(pos w_k) | cos(pos w_k)], w_0 = 1
+    assert e1.shape == (5, 8)
+    pos = torch.arange(5.0)
+    assert torch.allclose(e1[:, 0], torch.sin(pos)) and torch.allclose(e1[:, 4], torch.cos(pos))
+    e2 = sincos_2d(32, 3, 4)  # tokens row-major; [column embedding | row embedding]
+    assert e2.shape == (12, 32)
+    assert torch.equal(e2[5, :16], sincos_1d(torch.tensor([1]), 16)[0])  # token 5 = row 1, column 1
+    assert torch.equal(e2[6, :16], sincos_1d(torch.tensor([2]), 16)[0]) and torch.equal(e2[6, 16:], e2[5, 16:])
+    assert torch.cdist(e2, e2).add(torch.eye(12) * 10).min() > 0.1

@@ -52,8 +52,8 @@ def test_mismatched_views_layers_or_dim_raise_listing_differences(tmp_path):
     with pytest.raises(CheckpointError, match="camera_layers.*dim|dim.*camera_layers"):
         load_model_checkpoint(path, expected_cfg=tiny("model.camera_layers=2", "model.dim=128"))
     # weights that do not fit the model (shape and key level)
-    other = WildRayZer(tiny("model.num_target_views=6").model)
-    with pytest.raises(CheckpointError, match="shape: camera.view_embed"):
+    other = WildRayZer(tiny("model.num_latents=32").model)
+    with pytest.raises(CheckpointError, match="shape: scene.latents"):
         ck.load_state_strict(WildRayZer(cfg.model), other.state_dict(), "x")
     state = WildRayZer(cfg.model).state_dict()
     state.pop("noise_token")
@@ -142,20 +142,16 @@ def test_init_from_stage1_into_motion_model_lists_fresh_modules(tmp_path):
         init_from_checkpoint(WildRayZer(cfg1.model), cfg1, str(tmp_path / "stage2"), lines.append)
 
 
-def test_checkpoint_from_before_the_pose_input_option_loads_as_the_pooled_head(tmp_path):
-    """Checkpoints written before model.camera_pose_input existed (the shipped v0.1 model) used the pooled head."""
-    cfg = tiny("model.camera_pose_input=pooled")
-    model = WildRayZer(cfg.model)
-    path = save_pretrained(model, cfg, tmp_path / "old") / "model.safetensors"
+def test_checkpoint_of_the_pre_release_layout_is_a_clear_error(tmp_path):
+    """Checkpoints of WildRayZer 0.1 (its own layout, before the release architecture) cannot be loaded: say so."""
+    cfg = tiny()
+    path = save_pretrained(WildRayZer(cfg.model), cfg, tmp_path / "old") / "model.safetensors"
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
         meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
     stored = json.loads(meta["config"])
-    del stored["model"]["camera_pose_input"]
+    stored["model"]["camera_pose_input"] = "pair"
     save_file(state, str(path), metadata={**meta, "config": json.dumps(stored)})
-    loaded = load_model_checkpoint(path)
-    assert loaded.config.model.camera_pose_input == "pooled"
-    assert loaded.model.camera.pose_head[0].in_features == cfg.model.dim
-    with pytest.raises(CheckpointError, match="camera_pose_input"):  # a pair-head config cannot take it
-        load_model_checkpoint(path, expected_cfg=tiny("model.camera_pose_input=pair"))
+    with pytest.raises(CheckpointError, match="WildRayZer 0.1.*retrain"):
+        load_model_checkpoint(path)

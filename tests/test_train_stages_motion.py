@@ -18,8 +18,9 @@ from wildrayzer.train.stages import apply_trainable, get_stage
 
 TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.heads=2", "model.camera_layers=1",
         "model.scene_layers=1", "model.renderer_layers=1", "model.motion_layers=2", "model.num_latents=16",
-        "semantic.feature_size=4", "training.batch_size=2", "training.lr_warmup=1", "training.checkpoint_every=100",
-        "logging.progress=false", "logging.tensorboard=false", "training.psnr_filter_threshold=0"]
+        "model.motion_heads=2", "semantic.feature_size=4", "training.batch_size=2", "training.lr_warmup=1",
+        "training.checkpoint_every=100", "logging.progress=false", "logging.tensorboard=false",
+        "training.psnr_filter_threshold=0"]
 
 
 @pytest.fixture(scope="module")
@@ -65,22 +66,22 @@ def test_stages_1_2_3_train_and_freeze_the_right_parts(root, tmp_path):
     s2_path = latest_checkpoint(tmp_path / "s2")
     with safe_open(str(s2_path), "pt") as f:
         meta = f.metadata()
-    flagged = dict(s2, **{"motion.decoder.head_out.bias": torch.full_like(s2["motion.decoder.head_out.bias"], 10.0)})
+    flagged = dict(s2, **{"motion.decoder.head.2.bias": torch.full_like(s2["motion.decoder.head.2.bias"], 10.0)})
     save_file(flagged, str(s2_path), metadata=meta)
     # the paper's joint stage 3 (the tiny config holds camera and motion frozen; see the next run)
     train(stage_cfg(root, tmp_path, 3, ["model.mask_token_threshold=0.0", "training.freeze_parts=[]"]))
     s3 = weights(tmp_path / "s3")
-    for part in ("camera.", "scene.", "renderer.", "motion."):
+    for part in ("tokenizer.", "camera.", "scene.", "renderer.", "motion."):
         keys = [k for k in s3 if k.startswith(part) and s3[k].dtype.is_floating_point]
         assert any(not torch.equal(s3[k], s2[k]) for k in keys), f"stage 3 did not train {part}"
     assert not torch.equal(s3["noise_token"], s2["noise_token"])
-    # the tiny config's training.freeze_parts=[camera, motion] holds both bit-identical through stage 3
+    # the tiny config's training.freeze_parts=[tokenizer, camera, motion] holds them bit-identical through stage 3
     cfg3 = stage_cfg(root, tmp_path, 3, ["model.mask_token_threshold=0.0", "training.run_name=s3f"])
-    assert list(cfg3.training.freeze_parts) == ["camera", "motion"]
+    assert list(cfg3.training.freeze_parts) == ["tokenizer", "camera", "motion"]
     train(cfg3)
     s3f = weights(tmp_path / "s3f")
-    held = [k for k in s3f if k.startswith(("camera.", "motion."))]
-    assert held and all(torch.equal(s3f[k], flagged[k]) for k in held), "a frozen camera or motion parameter changed"
+    held = [k for k in s3f if k.startswith(("tokenizer.", "camera.", "motion."))]
+    assert held and all(torch.equal(s3f[k], flagged[k]) for k in held), "a frozen part's parameter changed"
     for part in ("scene.", "renderer."):
         assert any(not torch.equal(s3f[k], s2[k]) for k in s3f if k.startswith(part)), f"stage 3 froze {part}"
     assert not torch.equal(s3f["noise_token"], s2["noise_token"])
@@ -91,7 +92,8 @@ def test_trainable_sets(root, tmp_path, stage):
     cfg = stage_cfg(root, tmp_path, stage)
     model = WildRayZer(cfg.model, semantic_dim=8)
     names = apply_trainable(model, stage)
-    assert names == (["motion"] if stage == 2 else ["camera", "scene", "renderer", "motion", "noise_token"])
+    assert names == (["motion"] if stage == 2 else ["tokenizer", "camera", "scene", "renderer", "motion",
+                                                     "noise_token"])
     grads = {n for n, p in model.named_parameters() if p.requires_grad}
     assert all(n.startswith(tuple(names)) for n in grads)
 
@@ -104,7 +106,7 @@ def test_freeze_parts_validation(root, tmp_path):
         apply_trainable(WildRayZer(cfg.model, semantic_dim=8), 2, cfg.training.freeze_parts)
     cfg = stage_cfg(root, tmp_path, 3, ["training.freeze_parts=[camera,noise_token]"])
     model = WildRayZer(cfg.model, semantic_dim=8)
-    assert apply_trainable(model, 3, cfg.training.freeze_parts) == ["scene", "renderer", "motion"]
+    assert apply_trainable(model, 3, cfg.training.freeze_parts) == ["tokenizer", "scene", "renderer", "motion"]
     assert not any(p.requires_grad for p in model.camera.parameters()) and not model.noise_token.requires_grad
 
 

@@ -60,15 +60,27 @@ def prepare_images(images, size: int) -> Tensor:
     return torch.stack(out).clamp(0, 1)
 
 
+def _release_file(folder: Path) -> Path:
+    """A folder without ``model.safetensors`` that holds exactly one release checkpoint (the authors' hub repo
+    ``uva-cv-lab/wildrayzer-2view`` holds ``wildrayzer_2view.pt``) -> that file; else the folder itself."""
+    from .official.convert import is_official_file
+
+    if folder.is_dir() and not (folder / "model.safetensors").exists():
+        found = [p for p in folder.iterdir() if p.is_file() and is_official_file(p)]
+        if len(found) == 1:
+            return found[0]
+    return folder
+
+
 def _resolve_pretrained(name_or_path: str | os.PathLike) -> Path:
     p = Path(name_or_path)
     if p.exists():
-        return p
+        return _release_file(p)
     if str(name_or_path).count("/") == 1 and not str(name_or_path).startswith((".", "/")):
         try:
             from huggingface_hub import snapshot_download
 
-            return Path(snapshot_download(str(name_or_path), local_files_only=True))
+            return _release_file(Path(snapshot_download(str(name_or_path), local_files_only=True)))
         except Exception as e:  # noqa: BLE001 - offline cache miss has several exception types
             raise CheckpointError(f"'{name_or_path}' is neither a local path nor a model in the Hugging Face cache "
                                   f"({type(e).__name__}); download it first with `huggingface-cli download "

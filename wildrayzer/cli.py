@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("wildrayzer.bench", "speed / quality benchmarks (speed | quality | synth | pseudolabel)"),
     "schedule": ("wildrayzer.schedule", "train the tiny CPU schedule, stages 1 -> 2 -> 3 (--out DIR --steps S1 S2 S3)"),
     "quickstart": ("wildrayzer.quickstart", "generate the embedded data and run the main job on it"),
+    "convert": ("wildrayzer.official.convert", "convert the authors' released checkpoint: official CKPT.pt --out DIR"),
+    "parity": ("wildrayzer.official.parity", "numerical parity with the authors' code: official FIXTURE_DIR"),
 }
 
 

@@ -35,17 +35,18 @@ class ModelConfig:
     num_context_views: int = 2
     num_target_views: int = 6
     # Shared focal: fx = fy = (focal_offset + mlp) * image_size ("focal normalised by image width").
-    # 1.25 -> 43.6 deg horizontal field of view for the untrained estimator.
+    # 1.25 (the release) -> 43.6 deg horizontal field of view for the untrained estimator.
     focal_offset: float = 1.25
-    # Pose head input per view: "pooled" = the view's pooled token; "pair" = [view token, canonical view token]
-    # (RayZer's relative-pose head: the canonical frame is explicit in every prediction).
-    camera_pose_input: str = "pair"
+    motion_heads: int = 12  # attention heads of the motion head's blocks (12 in the release, whatever the width)
+    # x2 upsampling steps of the motion decoder; 0 = log2(patch_size) (one logit per pixel). The release always
+    # takes 4: a converted release checkpoint at patch != 16 sets it and then predicts masks at 16x the token grid.
+    motion_upsample_steps: int = 0
     qk_norm: bool = True
     use_motion_mask: bool = False  # build and run the motion-mask estimator
     use_dinov3_pseudolabel: bool = False  # supervise masks with semantic+SSIM pseudo-labels
     use_mae_masking: bool = False  # replace dynamic tokens by the learnable noise token before scene encoding
-    mask_token_threshold: float = 0.1  # motion fraction of a patch above which its token is masked
-    motion_fusion: str = "sum"  # sum | concat
+    # A context token is replaced by the noise token when its patch's mean motion probability exceeds this (release 0.1)
+    mask_token_threshold: float = 0.1
     activation_checkpointing: bool = False
 
 
@@ -55,6 +56,7 @@ class SemanticConfig:
     model_path: str = ""  # local DINOv3 directory or hub id (resolved from the offline cache)
     feature_size: int = 16  # semantic feature map is resized to feature_size x feature_size
     cache_dir: str = ""  # per-image feature cache ("" = no cache)
+    normalize: bool = True  # L2-normalise features over channels; false = raw tokens (the released checkpoint's input)
 
 
 @dataclass
@@ -298,14 +300,12 @@ def _resolve(cfg: DictConfig, where: str) -> None:
                           "to other keys and OmegaConf's built-in oc.* resolvers are supported") from None
 
 
-MODEL_PARTS = ("camera", "scene", "renderer", "motion", "noise_token")  # top-level parts of WildRayZer
+MODEL_PARTS = ("tokenizer", "camera", "scene", "renderer", "motion", "noise_token")  # top-level parts of WildRayZer
 
 _CHOICES = {
     "semantic.backbone": ("dinov3", "efficientnet_lite0", "none"),
     "data.dataset": ("lvsm", "dynamic"),
     "data.on_error": ("raise", "skip"),
-    "model.motion_fusion": ("sum", "concat"),
-    "model.camera_pose_input": ("pooled", "pair"),
     "training.amp": ("auto", "bf16", "fp32"),
     "training.device": ("auto", "cpu", "cuda"),
     "inference.device": ("auto", "cpu", "cuda"),
@@ -325,6 +325,21 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model.image_size={m.image_size} is not a multiple of model.patch_size={m.patch_size}")
     if m.dim % m.heads:
         raise ConfigError(f"model.dim={m.dim} is not divisible by model.heads={m.heads}")
+    if m.dim % 4:
+        raise ConfigError(f"model.dim={m.dim} must be divisible by 4 (the image tokens' 2-D sin-cos embedding)")
+    if m.use_motion_mask:
+        steps = m.patch_size.bit_length() - 1
+        if not 0 <= m.motion_upsample_steps <= 6:
+            raise ConfigError(f"model.motion_upsample_steps must lie in 0..6 (0 = log2(model.patch_size)); got "
+                              f"{m.motion_upsample_steps}")
+        if m.motion_upsample_steps:
+            steps = m.motion_upsample_steps
+        elif m.patch_size < 2 or 2 ** steps != m.patch_size:
+            raise ConfigError(f"model.patch_size={m.patch_size} must be a power of two when model.use_motion_mask "
+                              "is on (the motion decoder upsamples x2 per step)")
+        if m.dim % m.motion_heads or m.dim % 2 ** (steps + 1):
+            raise ConfigError(f"model.dim={m.dim} must be divisible by model.motion_heads={m.motion_heads} and by "
+                              f"{2 ** (steps + 1)} (motion decoder channels at patch {m.patch_size})")
     if m.num_context_views < 1 or m.num_target_views < 1:
         raise ConfigError("model.num_context_views and model.num_target_views must be >= 1")
     if cfg.training.stage not in (1, 2, 3):

@@ -1,4 +1,10 @@
-"""Transformer building blocks: pre-LN blocks with QK-norm and SDPA attention, patch embed / unpatchify."""
+"""Transformer building blocks in the released WildRayZer layout, patchify / unpatchify, sin-cos embeddings.
+
+Blocks (as in the authors' release, pinned by ``tests/fixtures/parity``): pre-norm LayerNorm without bias, one
+bias-free ``qkv`` projection laid out as ``[q | k | v]`` with heads contiguous inside each, QK-norm = RMSNorm
+(eps 1e-5) over each head, bias-free output projection, bias-free GELU MLP (ratio 4), and no final norm after a
+stack. Attention runs through ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels on CUDA).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,20 @@ def naive_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return scores.softmax(dim=-1) @ v
 
 
+class RMSNorm(nn.Module):
+    """RMS normalisation over the last axis, computed in fp32 and cast back before the gain (as the release does)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (..., dim) -> (..., dim)."""
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight.type_as(x)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, qk_norm: bool = True):
         super().__init__()
@@ -24,9 +44,9 @@ class Attention(nn.Module):
             raise ValueError(f"dim={dim} is not divisible by heads={heads}")
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.q_norm = nn.LayerNorm(dim // heads) if qk_norm else nn.Identity()
-        self.k_norm = nn.LayerNorm(dim // heads) if qk_norm else nn.Identity()
-        self.proj = nn.Linear(dim, dim)
+        self.q_norm = RMSNorm(dim // heads) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(dim // heads) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim, bias=False)
         self.use_sdpa = True
 
     def forward(self, x: Tensor) -> Tensor:
@@ -41,21 +61,21 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, ratio: float = 4.0):
         super().__init__()
         hidden = int(dim * ratio)
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc1 = nn.Linear(dim, hidden, bias=False)
+        self.fc2 = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(F.gelu(self.fc1(x)))
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block."""
+    """Pre-LayerNorm transformer block, no biases anywhere."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, bias=False)
         self.attn = Attention(dim, heads, qk_norm)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, bias=False)
         self.mlp = Mlp(dim, mlp_ratio)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -65,41 +85,43 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """A stack of blocks with depth-scaled init of the residual output projections and a final LayerNorm."""
+    """A stack of blocks (no final norm). Block ``i``'s linear layers start at std 0.02 / sqrt(2 (i + 1))."""
 
     def __init__(self, dim: int, heads: int, depth: int, mlp_ratio: float = 4.0, qk_norm: bool = True):
         super().__init__()
         self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, qk_norm) for _ in range(depth)])
-        self.norm = nn.LayerNorm(dim)
         self.activation_checkpointing = False
-        self.apply(init_weights)
-        for blk in self.blocks:  # GPT-2 style: residual branches scaled by 1/sqrt(2 * depth)
-            std = 0.02 / math.sqrt(2 * max(depth, 1))
-            nn.init.normal_(blk.attn.proj.weight, std=std)
-            nn.init.normal_(blk.mlp.fc2.weight, std=std)
+        for i, blk in enumerate(self.blocks):
+            std = 0.02 / math.sqrt(2 * (i + 1))
+            blk.apply(lambda m, std=std: init_weights(m, std))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: (B, N, D) -> (B, N, D)."""
+    def forward(self, x: Tensor, return_layers: bool = False) -> Tensor | list[Tensor]:
+        """x: (B, N, D) -> (B, N, D), or the output of every block when ``return_layers``."""
+        outs = []
         for blk in self.blocks:
             if self.activation_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(blk, x, use_reentrant=False)
             else:
                 x = blk(x)
-        return self.norm(x)
+            outs.append(x)
+        return outs if return_layers else x
 
 
-def init_weights(m: nn.Module) -> None:
+def init_weights(m: nn.Module, std: float = 0.02) -> None:
+    """Normal(0, std) linear weights, zero biases; norms at (1, 0). Convolutions keep PyTorch's default."""
     if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
+        nn.init.normal_(m.weight, std=std)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+    elif isinstance(m, (nn.LayerNorm, nn.GroupNorm, RMSNorm)):
+        if m.weight is not None:
+            nn.init.ones_(m.weight)
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)
 
 
 def patchify(x: Tensor, patch: int) -> Tensor:
-    """x: (B, V, C, H, W) -> (B, V, (H/p)(W/p), p*p*C)."""
+    """x: (B, V, C, H, W) -> (B, V, (H/p)(W/p), p*p*C), each patch flattened as (ph pw c)."""
     return rearrange(x, "b v c (h p1) (w p2) -> b v (h w) (p1 p2 c)", p1=patch, p2=patch)
 
 
@@ -110,12 +132,12 @@ def unpatchify(tokens: Tensor, patch: int, height: int, width: int) -> Tensor:
 
 
 class PatchEmbed(nn.Module):
-    """Linear embedding of non-overlapping patches. (B, V, C, H, W) -> (B, V, N, D)."""
+    """Bias-free linear embedding of non-overlapping patches. (B, V, C, H, W) -> (B, V, N, D)."""
 
     def __init__(self, in_channels: int, dim: int, patch: int):
         super().__init__()
         self.patch = patch
-        self.proj = nn.Linear(in_channels * patch * patch, dim)
+        self.proj = nn.Linear(in_channels * patch * patch, dim, bias=False)
         self.apply(init_weights)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -125,14 +147,30 @@ class PatchEmbed(nn.Module):
         return self.proj(patchify(x, self.patch))
 
 
-def sincos_pos_embed_2d(dim: int, grid: int, grid_w: int | None = None) -> Tensor:
-    """Fixed 2D sine-cosine position embedding on a (grid, grid_w or grid) token grid. -> (grid * grid_w, dim)."""
+def sincos_1d(pos: Tensor, dim: int) -> Tensor:
+    """pos: (N,) positions -> (N, dim) = [sin(pos * w_k) | cos(pos * w_k)], w_k = 10000^(-k / (dim/2))."""
+    if dim % 2:
+        raise ValueError(f"a 1-D sin-cos embedding needs an even width; got {dim}")
+    half = dim // 2
+    freq = 1.0 / (10000 ** (torch.arange(half, dtype=torch.float32, device=pos.device) / half))
+    angle = pos.float()[:, None] * freq
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
+
+
+def sincos_2d(dim: int, grid_h: int, grid_w: int, device=None) -> Tensor:
+    """-> (grid_h * grid_w, dim), tokens row-major: [1-D embedding of the column (dim/2) | of the row (dim/2)]."""
     if dim % 4:
-        raise ValueError("dim must be divisible by 4 for a 2D sin-cos embedding")
-    grid_w = grid if grid_w is None else grid_w
-    quarter = dim // 4
-    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64),
-                            indexing="ij")
-    out = [f(c.reshape(-1, 1) * omega) for c in (ys, xs) for f in (torch.sin, torch.cos)]
-    return torch.cat(out, dim=1).float()
+        raise ValueError(f"a 2-D sin-cos embedding needs a width divisible by 4; got {dim}")
+    rows, cols = torch.meshgrid(torch.arange(grid_h, device=device), torch.arange(grid_w, device=device),
+                                indexing="ij")
+    return torch.cat([sincos_1d(cols.reshape(-1), dim // 2), sincos_1d(rows.reshape(-1), dim // 2)], dim=-1)
+
+
+def mlp2(d_in: int, d_out: int, act: type[nn.Module] = nn.SiLU, norm: bool = False, hidden: int | None = None,
+         ) -> nn.Sequential:
+    """[LayerNorm (no bias)] -> Linear -> act -> Linear, with biases (the release's embedder / fusion MLPs)."""
+    hidden = d_out if hidden is None else hidden
+    layers = [nn.LayerNorm(d_in, bias=False)] if norm else []
+    mlp = nn.Sequential(*layers, nn.Linear(d_in, hidden), act(), nn.Linear(hidden, d_out))
+    mlp.apply(init_weights)
+    return mlp

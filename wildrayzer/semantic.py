@@ -45,6 +45,8 @@ class SemanticBackbone(nn.Module):
     stride: int = 1  # pixels per output cell at the backbone's working resolution
     identity: str = "none"  # names the weights; part of the feature-cache key
 
+    normalize: bool = True  # L2-normalise over channels; False hands the raw tokens on (the release's motion head)
+
     def __init__(self, feature_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()
         if feature_size < 1:
@@ -76,14 +78,15 @@ class SemanticBackbone(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
-        """images: (N, 3, H, W) in [0, 1] -> (N, out_dim, feature_size, feature_size), unit norm over channels."""
+        """images: (N, 3, H, W) in [0, 1] -> (N, out_dim, feature_size, feature_size), unit norm over channels
+        unless ``normalize`` is off."""
         if self.out_dim == 0:
             return images.new_zeros(images.shape[0], 0, self.feature_size, self.feature_size)
         feats = self.features(self.preprocess(images)).float()
         if feats.shape[-2:] != (self.feature_size, self.feature_size):
             feats = F.interpolate(feats, size=(self.feature_size, self.feature_size), mode="bilinear",
                                   align_corners=False)
-        return F.normalize(feats, dim=1, eps=1e-6)
+        return F.normalize(feats, dim=1, eps=1e-6) if self.normalize else feats
 
 
 class NoSemantic(SemanticBackbone):
@@ -186,12 +189,17 @@ def build_semantic_backbone(semantic_cfg) -> SemanticBackbone:
     """``cfg.semantic`` -> a frozen backbone (see the module docstring for the choices)."""
     name, size = semantic_cfg.backbone, int(semantic_cfg.feature_size)
     if name == "dinov3":
-        return DINOv3Semantic(size, str(semantic_cfg.model_path))
-    if name == "efficientnet_lite0":
-        return EfficientNetLite0Semantic(size)
-    if name == "none":
+        backbone = DINOv3Semantic(size, str(semantic_cfg.model_path))
+    elif name == "efficientnet_lite0":
+        backbone = EfficientNetLite0Semantic(size)
+    elif name == "none":
         return NoSemantic(size)
-    raise ConfigError(f"semantic.backbone must be dinov3, efficientnet_lite0 or none; got '{name}'")
+    else:
+        raise ConfigError(f"semantic.backbone must be dinov3, efficientnet_lite0 or none; got '{name}'")
+    backbone.normalize = bool(semantic_cfg.normalize)
+    if not backbone.normalize:
+        backbone.identity += ":raw"
+    return backbone
 
 
 class FeatureCache:

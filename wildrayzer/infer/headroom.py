@@ -48,8 +48,8 @@ def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True) 
                         "only the synthetic dynamic sets have; point data.root at e.g. data/synthetic/dynamic_re10k")
     conditions = [c for c in CONDITIONS if c != "own_masks" or pipe.model.motion is not None]
     aggs = {c: MetricsAggregator() for c in conditions}
-    mae_flag = pipe.model.cfg.use_mae_masking
-    pipe.model.cfg.use_mae_masking = True  # the masked conditions mask whatever the checkpoint was trained with
+    mae_flag = pipe.model.use_mae_masking
+    pipe.model.use_mae_masking = True  # the masked conditions mask whatever the checkpoint was trained with
     try:
         for i in scene_indices(dataset, max_scenes, progress, "headroom"):
             item = first if i == 0 else dataset[i]
@@ -66,5 +66,5 @@ def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True) 
                     renders, c2w = _render(pipe, images, sem, vc, apply_mae=c == "own_masks")
                 aggs[c].add(f"{i:05d}_{item['scene']}", metrics_for(item, vc, renders, None, c2w))
     finally:
-        pipe.model.cfg.use_mae_masking = mae_flag
+        pipe.model.use_mae_masking = mae_flag
     return {c: a.summary() for c, a in aggs.items()}

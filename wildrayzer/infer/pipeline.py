@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
+from ..image_ops import resize_images
 from ..train.checkpoint import load_model_checkpoint
 from ..train.distributed import pick_device
 
@@ -40,7 +41,16 @@ class Pipeline:
     def load(cls, path: str | Path, expected_cfg=None, device: str = "auto", semantic_cfg=None) -> Pipeline:
         """path: weights file, run dir or pretrained dir. ``expected_cfg`` (optional): the user's config, whose
         architecture (view counts, layers, width) must match the checkpoint's. ``semantic_cfg`` overrides the stored
-        ``semantic`` section (e.g. a local DINOv3 path on this machine); its feature width must match."""
+        ``semantic`` section (e.g. a local DINOv3 path on this machine); its feature width must match.
+        A release checkpoint file (``wildrayzer_2view.pt``) is converted once into a directory beside it."""
+        from ..official.convert import cached_conversion, is_official_file
+
+        if is_official_file(path) and Path(path).is_file():
+            m = expected_cfg.model if expected_cfg is not None else None
+            dinov3 = semantic_cfg is not None and semantic_cfg.backbone == "dinov3"
+            dino = str(semantic_cfg.model_path) if dinov3 else ""
+            path = cached_conversion(path, *((m.image_size, m.num_context_views, m.num_target_views) if m else ()),
+                                     dinov3_path=dino)
         loaded = load_model_checkpoint(path, expected_cfg=expected_cfg)
         dev = pick_device(device)
         semantic = None
@@ -49,7 +59,7 @@ class Pipeline:
 
             stored = loaded.config.semantic
             sem_cfg = semantic_cfg if semantic_cfg is not None else stored
-            for key in ("backbone", "feature_size"):  # what the motion estimator was trained on; only paths may differ
+            for key in ("backbone", "feature_size", "normalize"):  # what the motion head was trained on
                 if sem_cfg[key] != stored[key]:
                     raise ConfigError(f"semantic.{key}={sem_cfg[key]} but {loaded.path} was trained with "
                                       f"semantic.{key}={stored[key]}; set semantic.{key}={stored[key]}")
@@ -93,7 +103,11 @@ class Pipeline:
         with_targets = images.shape[1] > self.num_context
         out = self.model(images, self.num_context, semantic_feats=sem, render_targets=with_targets)
         logits = out.get("motion_logits")
-        out["motion_probs"] = torch.sigmoid(logits.float()) if logits is not None else None
+        probs = torch.sigmoid(logits.float()) if logits is not None else None
+        if probs is not None and probs.shape[-2:] != images.shape[-2:]:  # a release decoder at patch != 16
+            b, v = probs.shape[:2]
+            probs = resize_images(probs.flatten(0, 1), *images.shape[-2:]).view(b, v, 1, *images.shape[-2:])
+        out["motion_probs"] = probs
         return out
 
     @torch.no_grad()
@@ -110,8 +124,11 @@ class Pipeline:
 
 
 def missing_checkpoint_message(path: str) -> str:
-    return (f"checkpoint not found: {path}. Download the released 2-input-view checkpoint (see README, 'Shipped "
-            "checkpoints') and place it there, point inference.model_path at a stage-3 run directory "
+    from ..official.convert import RELEASE_URL
+
+    return (f"checkpoint not found: {path}. Download the authors' 2-input-view checkpoint from {RELEASE_URL} and "
+            "place it there (it needs DINOv3 ViT-7B/16 in a local directory or the Hugging Face cache, see README "
+            "'Use the authors' checkpoint'), point inference.model_path at a stage-3 run directory "
             "(experiments/<run_name>), or use the shipped tiny model: inference.model_path=checkpoints/"
             "wildrayzer_tiny_2view")
 

@@ -1,4 +1,8 @@
-"""Scene encoder: context image + Plücker tokens and learnable latent tokens -> scene latents."""
+"""Scene encoder: fused [image token | Plücker token] of the context views + learnable scene latents -> latents.
+
+Its Plücker tokenizer also feeds the motion head (for the context views). The fusion MLP (LayerNorm, Linear, SiLU,
+Linear) runs before token masking, so a masked token is replaced whole by the noise token.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +10,25 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from ..nn import PatchEmbed, Transformer
+from ..nn import PatchEmbed, Transformer, mlp2
 
 
 class SceneEncoder(nn.Module):
-    """Image tokens and Plücker-ray tokens of the context views are embedded separately (so that image tokens can be
-    replaced by the noise token before encoding), summed, and encoded jointly with ``num_latents`` learnable latent
-    tokens; the latents after the transformer are the scene representation."""
-
     def __init__(self, patch_size: int, dim: int, heads: int, depth: int, num_latents: int,
                  mlp_ratio: float = 4.0, qk_norm: bool = True):
         super().__init__()
-        self.image_embed = PatchEmbed(3, dim, patch_size)
         self.plucker_embed = PatchEmbed(6, dim, patch_size)
+        self.fuse = mlp2(2 * dim, dim, norm=True)
         self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)
-        self.input_norm = nn.LayerNorm(dim)
         self.transformer = Transformer(dim, heads, depth, mlp_ratio, qk_norm)
 
-    def embed(self, images: Tensor, plucker: Tensor) -> tuple[Tensor, Tensor]:
-        """images: (B, Vc, 3, H, W) in [0, 1], plucker: (B, Vc, 6, H, W) -> image and Plücker tokens (B, Vc, N, D)."""
-        return self.image_embed(images * 2.0 - 1.0), self.plucker_embed(plucker)
+    def fuse_tokens(self, image_tokens: Tensor, plucker_tokens: Tensor) -> Tensor:
+        """image_tokens, plucker_tokens: (B, Vc, N, D) -> fused scene-input tokens (B, Vc, N, D)."""
+        return self.fuse(torch.cat([image_tokens, plucker_tokens], dim=-1))
 
-    def forward(self, image_tokens: Tensor, plucker_tokens: Tensor) -> Tensor:
-        """image_tokens, plucker_tokens: (B, Vc, N, D) -> scene tokens (B, L, D)."""
-        b = image_tokens.shape[0]
-        ctx = rearrange(image_tokens + plucker_tokens, "b v n d -> b (v n) d")
-        x = torch.cat([repeat(self.latents, "l d -> b l d", b=b), self.input_norm(ctx)], dim=1)
+    def forward(self, fused_tokens: Tensor) -> Tensor:
+        """fused_tokens: (B, Vc, N, D) (some possibly replaced by the noise token) -> scene latents (B, L, D)."""
+        b = fused_tokens.shape[0]
+        latents = repeat(self.latents, "l d -> b l d", b=b).to(fused_tokens.dtype)
+        x = torch.cat([latents, rearrange(fused_tokens, "b v n d -> b (v n) d")], dim=1)
         return self.transformer(x)[:, : self.latents.shape[0]]

@@ -1,4 +1,5 @@
-"""The composition root: camera estimator, optional motion-mask estimator, MAE token masking, scene encoder, renderer.
+"""The composition root, in the released WildRayZer structure: shared image tokenizer, camera estimator, motion
+head, noise-token masking of the fused scene-input tokens, scene encoder, renderer.
 
 Pure: no I/O, no device choice, no loss. ``forward`` returns a dict of predictions (see docs/CONTRACTS.md).
 """
@@ -7,14 +8,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..geometry import plucker_rays_chw
 from .camera import CameraEstimator
+from .motion import MotionEstimator
 from .renderer import Renderer
 from .scene import SceneEncoder
+from .tokenizer import ImageTokenizer
 
 
 class WildRayZer(nn.Module):
@@ -31,23 +33,22 @@ class WildRayZer(nn.Module):
         self.num_context = m.num_context_views
         self.num_views = m.num_context_views + m.num_target_views
         self.patch = m.patch_size
+        self.image_size = m.image_size
+        self.use_mae_masking = bool(m.use_mae_masking)
+        self.mask_token_threshold = float(m.mask_token_threshold)
         common = dict(heads=m.heads, mlp_ratio=m.mlp_ratio, qk_norm=m.qk_norm)
-        self.camera = CameraEstimator(m.image_size, m.patch_size, m.dim, depth=m.camera_layers,
-                                      num_views=self.num_views, focal_offset=m.focal_offset,
-                                      pose_input=m.camera_pose_input, **common)
+        self.tokenizer = ImageTokenizer(m.patch_size, m.dim)
+        self.camera = CameraEstimator(m.dim, depth=m.camera_layers, num_views=self.num_views,
+                                      focal_offset=m.focal_offset, **common)
         self.scene = SceneEncoder(m.patch_size, m.dim, depth=m.scene_layers, num_latents=m.num_latents, **common)
         self.renderer = Renderer(m.patch_size, m.dim, depth=m.renderer_layers, **common)
-        # Always registered, so it is in every checkpoint whether or not masking is on.
+        # Always registered, so it is in every checkpoint whether or not masking is on (the release omits it).
         self.noise_token = nn.Parameter(torch.randn(m.dim) * 0.02)
         self.motion = None
         if m.use_motion_mask:
-            try:
-                from .motion import MotionEstimator
-            except ModuleNotFoundError as e:
-                if e.name != f"{__package__}.motion":
-                    raise
-                raise ConfigError("model.use_motion_mask=true but wildrayzer/model/motion.py is not available") from e
-            self.motion = MotionEstimator(m, semantic_dim)
+            self.motion = MotionEstimator(m.dim, m.motion_heads, m.motion_layers, m.patch_size, semantic_dim,
+                                          mlp_ratio=m.mlp_ratio, qk_norm=m.qk_norm,
+                                          upsample_steps=m.motion_upsample_steps)
         self.set_activation_checkpointing(m.activation_checkpointing)
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
@@ -67,54 +68,60 @@ class WildRayZer(nn.Module):
         with torch.autocast(c2w.device.type, enabled=False):
             return plucker_rays_chw(c2w.float(), fxfycxcy.float(), height, width)
 
-    def token_motion_fraction(self, probs: Tensor) -> Tensor:
-        """probs: (B, Vc, 1, H, W) per-pixel motion probability -> (B, Vc, N) fraction of each patch's pixels that are
-        moving (probability > 0.5). Binarising first matters: averaging soft probabilities lets a diffuse background
-        probability (e.g. 0.15 everywhere from a positive-weighted BCE) cross the threshold in every patch."""
-        b = probs.shape[0]
-        moving = (probs.float() > 0.5).float()
-        pooled = F.avg_pool2d(rearrange(moving, "b v c h w -> (b v) c h w"), self.patch)
-        return rearrange(pooled, "(b v) 1 h w -> b v (h w)", b=b)
+    def token_mask_from_probs(self, probs: Tensor) -> Tensor:
+        """probs: (B, Vc, 1, H', W') motion probability (any resolution) -> (B, Vc, N) bool: its mean over each
+        patch's area exceeds ``mask_token_threshold`` (the release's rule; 0.1 there)."""
+        b, v = probs.shape[:2]
+        grid = (self.image_size // self.patch, self.image_size // self.patch)
+        pooled = F.adaptive_avg_pool2d(probs.float().flatten(0, 1), grid)
+        return (pooled > self.mask_token_threshold).reshape(b, v, -1)
 
     def forward(self, images: Tensor, num_context: int, *, motion_probs: Tensor | None = None,
                 semantic_feats: Tensor | None = None, render_targets: bool = True, motion_all_views: bool = False,
-                apply_mae: bool = True) -> dict:
+                apply_mae: bool = True, render_inputs: bool = False) -> dict:
         """images: (B, V, 3, H, W) in [0, 1], context views first, V = num_context + num_target, or V = num_context
         (cameras, masks and scene only; ``renders`` is None).
 
         motion_probs: (B, Vc, 1, H, W) or None, used for token masking instead of the model's own masks.
-        semantic_feats: (B, Vm, C, h, w) or None (checked by the motion estimator), Vm = V when
-        ``motion_all_views`` (masks for every view, e.g. to supervise targets in training) else Vc.
-        ``render_targets=False`` skips the renderer; ``apply_mae=False`` turns noise-token masking off for this call.
+        semantic_feats: (B, Vm, C, h, w) or None (checked by the motion head), Vm = V when ``motion_all_views``
+        (masks for every view, e.g. to supervise targets in training) else Vc.
+        ``render_targets=False`` skips the renderer; ``apply_mae=False`` turns noise-token masking off for this call;
+        ``render_inputs=True`` also re-renders the context views (``input_renders``).
         """
         b, v, _, h, w = images.shape
-        self._check_views(v, num_context)
-        cameras = self.camera(images)
+        vc = num_context
+        self._check_views(v, vc)
+        tokens = self.tokenizer(images)  # (B, V, N, D)
+        cameras = self.camera(tokens, h, w)
         plucker = self.plucker(cameras["c2w"], cameras["fxfycxcy"], h, w)  # (B, V, 6, H, W)
-        vm = v if (motion_all_views and self.motion is not None) else num_context
-        image_tokens, plucker_tokens = self.scene.embed(images[:, :vm], plucker[:, :vm])  # (B, Vm, N, D)
+        ctx_plucker_tokens = self.scene.plucker_embed(plucker[:, :vc])  # (B, Vc, N, D)
 
         motion_logits = None
         if self.motion is not None:
-            motion_logits = self.motion(semantic_feats, image_tokens, plucker_tokens, h, w)  # (B, Vm, 1, H, W)
-        image_tokens, plucker_tokens = image_tokens[:, :num_context], plucker_tokens[:, :num_context]
+            sem = semantic_feats
+            motion_logits = self.motion(None if sem is None else sem[:, :vc], tokens[:, :vc], ctx_plucker_tokens,
+                                        h, w)  # (B, Vc, 1, H, W)
+            if motion_all_views and v > vc:  # targets: the renderer's Plücker tokens, as in the release
+                tgt = self.motion(None if sem is None else sem[:, vc:], tokens[:, vc:],
+                                  self.renderer.plucker_embed(plucker[:, vc:]), h, w)
+                motion_logits = torch.cat([motion_logits, tgt], dim=1)
 
+        fused = self.scene.fuse_tokens(tokens[:, :vc], ctx_plucker_tokens)  # (B, Vc, N, D)
         token_mask = None
-        if self.cfg.use_mae_masking and apply_mae:
+        if self.use_mae_masking and apply_mae:
             probs = motion_probs if motion_probs is not None else (
-                torch.sigmoid(motion_logits[:, :num_context].float()) if motion_logits is not None else None)
+                torch.sigmoid(motion_logits[:, :vc].float()) if motion_logits is not None else None)
             if probs is not None:
-                token_mask = self.token_motion_fraction(probs) > self.cfg.mask_token_threshold  # (B, Vc, N)
-                noise = self.noise_token.to(image_tokens.dtype)
-                image_tokens = torch.where(token_mask[..., None], noise, image_tokens)
+                token_mask = self.token_mask_from_probs(probs)  # (B, Vc, N)
+                fused = torch.where(token_mask[..., None], self.noise_token.to(fused.dtype), fused)
 
-        scene_tokens = self.scene(image_tokens, plucker_tokens)
-        has_targets = render_targets and v > num_context
-        renders = self.renderer(scene_tokens, plucker[:, num_context:]) if has_targets else None
+        scene_tokens = self.scene(fused)
+        renders = self.renderer(scene_tokens, plucker[:, vc:]) if render_targets and v > vc else None
+        input_renders = self.renderer(scene_tokens, plucker[:, :vc]) if render_inputs else None
         return {"cameras": cameras, "motion_logits": motion_logits, "token_mask": token_mask,
-                "scene_tokens": scene_tokens, "renders": renders}
+                "scene_tokens": scene_tokens, "renders": renders, "input_renders": input_renders}
 
     def render(self, scene_tokens: Tensor, c2w: Tensor, fxfycxcy: Tensor) -> Tensor:
         """scene_tokens: (B, L, D), c2w: (B, T, 4, 4) relative to view 0, fxfycxcy: (B, T, 4) -> (B, T, 3, H, W)."""
-        size = self.cfg.image_size
+        size = self.image_size
         return self.renderer(scene_tokens, self.plucker(c2w, fxfycxcy, size, size))

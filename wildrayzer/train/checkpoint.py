@@ -36,7 +36,7 @@ _STEM = re.compile(r"^ckpt_(\d{8})$")
 # Model keys that must agree between a checkpoint and the config it is loaded into.
 ARCH_KEYS = ("image_size", "patch_size", "dim", "heads", "mlp_ratio", "camera_layers", "scene_layers",
              "renderer_layers", "motion_layers", "num_latents", "num_context_views", "num_target_views", "qk_norm",
-             "use_motion_mask", "motion_fusion", "camera_pose_input")
+             "use_motion_mask", "motion_heads", "motion_upsample_steps")
 
 
 class LoadedCheckpoint(NamedTuple):
@@ -141,11 +141,15 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
 def stored_config(meta: dict[str, str], where: str):
     try:
         stored = json.loads(meta["config"])
-        model = stored.get("model") if isinstance(stored, dict) else None
-        if isinstance(model, dict):  # written before model.camera_pose_input existed: the pooled head was the only one
-            model.setdefault("camera_pose_input", "pooled")
+    except ValueError as e:
+        raise CheckpointError(f"{where}: stored config is unreadable ({e})") from e
+    model = stored.get("model") if isinstance(stored, dict) else None
+    if isinstance(model, dict) and ("motion_fusion" in model or "camera_pose_input" in model):
+        raise CheckpointError(f"{where} was written by WildRayZer 0.1 (its own model layout, before the release "
+                              "architecture); retrain it or use a checkpoint of this version")
+    try:
         return from_container(stored)
-    except (ValueError, UserError) as e:
+    except UserError as e:
         raise CheckpointError(f"{where}: stored config is unreadable ({e})") from e
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..config import to_yaml
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 from .checkpoint import (
     atomic_write_bytes,
     check_arch,
@@ -111,6 +111,11 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
     semantic_dim = stage.semantic_dim(cfg) if hasattr(stage, "semantic_dim") else 0
 
     seed_everything(t.seed)  # identical init on every rank (DDP also broadcasts rank 0's weights)
+    m = cfg.model
+    if m.use_motion_mask and m.motion_upsample_steps and 2 ** m.motion_upsample_steps != m.patch_size:
+        raise ConfigError(f"model.motion_upsample_steps={m.motion_upsample_steps} predicts masks at "
+                          f"{2 ** m.motion_upsample_steps}x the token grid, not one per pixel (patch {m.patch_size}); "
+                          "training needs image-sized masks: set model.motion_upsample_steps=0")
     model = WildRayZer(cfg.model, semantic_dim=semantic_dim)
     latest = latest_checkpoint(run_dir) if t.resume else None
     logger = RunLogger(cfg, run_dir, info.is_main, start_step=0, total_steps=t.max_steps)

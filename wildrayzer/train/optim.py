@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 # Parameters whose name ends in one of these are never decayed (embeddings, learned tokens).
-_NO_DECAY_NAMES = ("view_embed", "latents", "noise_token", "pos_embed", "bias")
+_NO_DECAY_NAMES = ("cam_token", "latents", "noise_token", "bias")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -17,8 +17,8 @@ from ..losses import rendering_loss
 
 # Top-level parts of WildRayZer that train in each stage (the semantic backbone lives outside the model: frozen).
 # ``training.freeze_parts`` holds some of them frozen on top of this (e.g. the camera estimator in stage 3).
-_TRAINABLE = {1: ("camera", "scene", "renderer"), 2: ("motion",),
-              3: ("camera", "scene", "renderer", "motion", "noise_token")}
+_TRAINABLE = {1: ("tokenizer", "camera", "scene", "renderer"), 2: ("motion",),
+              3: ("tokenizer", "camera", "scene", "renderer", "motion", "noise_token")}
 
 
 def trainable_modules(model: nn.Module, stage: int, freeze: Sequence[str] = ()) -> list[str]:
@@ -29,7 +29,7 @@ def trainable_modules(model: nn.Module, stage: int, freeze: Sequence[str] = ()) 
         part = getattr(model, name, None)
         if part is None or name in freeze:
             continue
-        if name == "noise_token" and not model.cfg.use_mae_masking:
+        if name == "noise_token" and not model.use_mae_masking:
             continue
         names.append(name)
     if stage == 2 and not names and "motion" not in freeze:

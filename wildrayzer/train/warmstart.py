@@ -9,7 +9,7 @@ from torch import nn
 from ..errors import CheckpointError
 from .checkpoint import ARCH_KEYS, load_state_strict, read_weights, resolve_checkpoint, stored_config
 
-_MOTION_KEYS = ("use_motion_mask", "motion_layers", "motion_fusion")
+_MOTION_KEYS = ("use_motion_mask", "motion_layers", "motion_heads")
 
 
 def init_from_checkpoint(model: nn.Module, cfg, path: str, log: Callable[[str], None]) -> list[str]:
