@@ -92,12 +92,14 @@ def model_flops(m, views: int, context: int, targets: int, batch: int = 1, train
     d, p, r, L = m.dim, m.patch_size, m.mlp_ratio, m.num_latents
     n = (m.image_size // p) ** 2
     lin = 2.0 * d  # per token per input channel of a linear layer into d
-    camera = m.camera_layers * layer_flops(views * n, d, r) + views * n * lin * 3 * p * p
-    camera += views * (2.0 * d * d + 2.0 * d * 9) + 2.0 * d * d + 2.0 * d  # pose heads (per view) + focal head
-    scene = m.scene_layers * layer_flops(context * n + L, d, r) + context * n * lin * 9 * p * p  # image + Plücker
+    tokenizer = views * n * (lin * 3 * p * p + 4.0 * d * d)  # patch embedding + position-embedding MLP
+    camera = m.camera_layers * layer_flops(views * (n + 1), d, r) + views * 4.0 * d * d  # + camera-token MLPs
+    camera += (views - 1) * (4.0 * d * d + 2.0 * d * 9) + 2.0 * d * d + 2.0 * d  # pose heads + focal head
+    fuse = context * n * (lin * 6 * p * p + 2.0 * 2 * d * d + 2.0 * d * d)  # Plücker embedding + fusion MLP
+    scene = m.scene_layers * layer_flops(context * n + L, d, r) + fuse
     render = targets * (m.renderer_layers * layer_flops(n + L, d, r) + n * lin * 6 * p * p + n * 2.0 * d * 3 * p * p)
     mult = batch * (3.0 if train else 1.0)
-    out = {"camera": camera * mult, "scene": scene * mult, "renderer": render * mult}
+    out = {"camera": (camera + tokenizer) * mult, "scene": scene * mult, "renderer": render * mult}
     out["total"] = sum(out.values())
     return out
 

@@ -211,7 +211,7 @@ def test_convert_cli_writes_a_loadable_pretrained_dir(tmp_path, fixture_state, c
                                                                      "model.safetensors"]
     api = Api.from_pretrained(tmp_path / "conv", device="cpu")
     m = api.config.model
-    assert (m.dim, m.camera_layers, m.num_latents, m.patch_size, m.image_size, m.motion_heads) == (
+    assert (m.dim, m.camera_layers, m.num_latents, m.patch_size, m.image_size, m.motion_heads or m.heads) == (
         768, 1, 16, 16, 64, 12)
     torch.testing.assert_close(api.pipeline.model.scene.latents, state["scene_code"])
     # the motion head gets raw DINOv3 patch tokens (class + 4 registers dropped, ImageNet normalisation), one per

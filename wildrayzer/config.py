@@ -37,7 +37,7 @@ class ModelConfig:
     # Shared focal: fx = fy = (focal_offset + mlp) * image_size ("focal normalised by image width").
     # 1.25 (the release) -> 43.6 deg horizontal field of view for the untrained estimator.
     focal_offset: float = 1.25
-    motion_heads: int = 12  # attention heads of the motion head's blocks (12 in the release, whatever the width)
+    motion_heads: int = 0  # attention heads of the motion head's blocks; 0 = model.heads (the release: 12 at any width)
     # x2 upsampling steps of the motion decoder; 0 = log2(patch_size) (one logit per pixel). The release always
     # takes 4: a converted release checkpoint at patch != 16 sets it and then predicts masks at 16x the token grid.
     motion_upsample_steps: int = 0
@@ -337,9 +337,10 @@ def validate(cfg: DictConfig) -> None:
         elif m.patch_size < 2 or 2 ** steps != m.patch_size:
             raise ConfigError(f"model.patch_size={m.patch_size} must be a power of two when model.use_motion_mask "
                               "is on (the motion decoder upsamples x2 per step)")
-        if m.dim % m.motion_heads or m.dim % 2 ** (steps + 1):
-            raise ConfigError(f"model.dim={m.dim} must be divisible by model.motion_heads={m.motion_heads} and by "
-                              f"{2 ** (steps + 1)} (motion decoder channels at patch {m.patch_size})")
+        if m.motion_heads < 0 or m.dim % (m.motion_heads or m.heads) or m.dim % 2 ** (steps + 1):
+            raise ConfigError(f"model.dim={m.dim} must be divisible by model.motion_heads={m.motion_heads} (0: "
+                              f"model.heads) and by {2 ** (steps + 1)} (motion decoder channels at patch "
+                              f"{m.patch_size})")
     if m.num_context_views < 1 or m.num_target_views < 1:
         raise ConfigError("model.num_context_views and model.num_target_views must be >= 1")
     if cfg.training.stage not in (1, 2, 3):

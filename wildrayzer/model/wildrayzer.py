@@ -46,7 +46,7 @@ class WildRayZer(nn.Module):
         self.noise_token = nn.Parameter(torch.randn(m.dim) * 0.02)
         self.motion = None
         if m.use_motion_mask:
-            self.motion = MotionEstimator(m.dim, m.motion_heads, m.motion_layers, m.patch_size, semantic_dim,
+            self.motion = MotionEstimator(m.dim, m.motion_heads or m.heads, m.motion_layers, m.patch_size, semantic_dim,
                                           mlp_ratio=m.mlp_ratio, qk_norm=m.qk_norm,
                                           upsample_steps=m.motion_upsample_steps)
         self.set_activation_checkpointing(m.activation_checkpointing)

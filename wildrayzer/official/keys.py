@@ -112,7 +112,7 @@ def infer_model_config(state: dict[str, Tensor]) -> dict:
     if motion:
         cfg["motion_layers"] = _layers(state, "motion_mask_predictor.motion_transformer")
         mhd = _need(state, "motion_mask_predictor.motion_transformer.0.attn.q_norm.weight").shape[0]
-        cfg["motion_heads"] = int(dim // mhd)
+        cfg["motion_heads"] = 0 if mhd == head_dim else int(dim // mhd)  # 0: as many as the other stacks
         ups = {int(m.group(1)) for k in state if (m := _UP.match(k))}
         if ups != set(range(2, 2 + len(ups))) or not ups:
             raise CheckpointError(f"release checkpoint: motion decoder stages up{sorted(ups)} are not up2..upK")

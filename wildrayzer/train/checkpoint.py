@@ -47,7 +47,10 @@ class LoadedCheckpoint(NamedTuple):
 
 
 def arch_summary(model_cfg) -> dict:
-    return {k: model_cfg[k] for k in ARCH_KEYS}
+    """The architecture keys with defaults resolved (``motion_heads`` 0 means ``heads``)."""
+    out = {k: model_cfg[k] for k in ARCH_KEYS}
+    out["motion_heads"] = out["motion_heads"] or out["heads"]
+    return out
 
 
 def _metadata(cfg, step: int, semantic_dim: int) -> dict[str, str]:
@@ -155,8 +158,9 @@ def stored_config(meta: dict[str, str], where: str):
 
 def check_arch(expected_model_cfg, stored_model_cfg, where: str) -> None:
     """Raise CheckpointError listing the first architecture keys that differ (view counts, layers, width, ...)."""
-    diffs = [f"model.{k}: checkpoint {stored_model_cfg[k]!r} vs config {expected_model_cfg[k]!r}"
-             for k in ARCH_KEYS if stored_model_cfg[k] != expected_model_cfg[k]]
+    stored, expected = arch_summary(stored_model_cfg), arch_summary(expected_model_cfg)
+    diffs = [f"model.{k}: checkpoint {stored[k]!r} vs config {expected[k]!r}" for k in ARCH_KEYS
+             if stored[k] != expected[k]]
     if diffs:
         raise CheckpointError(f"{where} does not match the config: " + "; ".join(diffs[:5]))
 

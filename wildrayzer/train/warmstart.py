@@ -7,7 +7,7 @@ from collections.abc import Callable
 from torch import nn
 
 from ..errors import CheckpointError
-from .checkpoint import ARCH_KEYS, load_state_strict, read_weights, resolve_checkpoint, stored_config
+from .checkpoint import ARCH_KEYS, arch_summary, load_state_strict, read_weights, resolve_checkpoint, stored_config
 
 _MOTION_KEYS = ("use_motion_mask", "motion_layers", "motion_heads")
 
@@ -17,9 +17,9 @@ def init_from_checkpoint(model: nn.Module, cfg, path: str, log: Callable[[str], 
     motion estimator when the source was trained without one (its keys are listed in the log and returned)."""
     weights = resolve_checkpoint(path)
     state, meta = read_weights(weights)
-    src = stored_config(meta, str(weights)).model
-    dst = cfg.model
-    source_lacks_motion = not src.use_motion_mask and dst.use_motion_mask
+    src = arch_summary(stored_config(meta, str(weights)).model)
+    dst = arch_summary(cfg.model)
+    source_lacks_motion = not src["use_motion_mask"] and dst["use_motion_mask"]
     keys = [k for k in ARCH_KEYS if not (source_lacks_motion and k in _MOTION_KEYS)]
     diffs = [f"model.{k}: checkpoint {src[k]!r} vs config {dst[k]!r}" for k in keys if src[k] != dst[k]]
     if diffs:
