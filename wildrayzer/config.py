@@ -9,6 +9,7 @@ key), raised as :class:`~wildrayzer.errors.ConfigError`.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,12 +315,45 @@ _CHOICES = {
 }
 
 
+# Sane bounds, checked before anything is allocated (a config in a checkpoint header is untrusted input too):
+# key -> (smallest, largest). Floats must also be finite.
+_RANGES = {
+    "model.image_size": (1, 4096), "model.patch_size": (1, 256), "model.dim": (4, 16384), "model.heads": (1, 1024),
+    "model.motion_heads": (0, 1024), "model.mlp_ratio": (0.25, 16.0), "model.camera_layers": (0, 256),
+    "model.scene_layers": (0, 256), "model.renderer_layers": (0, 256), "model.motion_layers": (0, 256),
+    "model.num_latents": (1, 65536), "model.num_context_views": (1, 64), "model.num_target_views": (1, 256),
+    "model.focal_offset": (-100.0, 100.0), "semantic.feature_size": (1, 1024),
+    "data.frame_gap_min": (0, 100000), "data.frame_gap_max": (0, 100000), "data.num_workers": (0, 256),
+    "training.seed": (0, 2 ** 32 - 1), "training.batch_size": (1, 65536), "training.grad_accum_steps": (1, 65536),
+    "training.max_steps": (1, 10 ** 9), "training.lr": (1e-12, 10.0), "training.lr_warmup": (0, 10 ** 9),
+    "training.min_lr_ratio": (0.0, 1.0), "training.weight_decay": (0.0, 10.0), "training.beta1": (0.0, 0.999999),
+    "training.beta2": (0.0, 0.999999999), "training.grad_clip": (0.0, 1e6), "training.perceptual_weight": (0.0, 1e3),
+    "training.mask_distill_loss_weight": (0.0, 1e3), "training.mask_pos_weight": (1e-6, 1e6),
+    "training.psnr_filter_threshold": (-1e3, 1e3), "training.checkpoint_every": (1, 10 ** 9),
+    "training.keep_last_n": (0, 10 ** 6), "training.log_every": (1, 10 ** 9),
+    "training.max_nonfinite_steps": (1, 10 ** 9), "copy_paste.probability": (0.0, 1.0),
+    "copy_paste.max_objects": (0, 1000), "copy_paste.min_scale": (0.0, 1.0), "copy_paste.max_scale": (0.0, 1.0),
+    "inference.video_frames": (1, 100000), "inference.plucker_vis_stride": (1, 4096),
+    "inference.max_scenes": (0, 10 ** 9),
+}
+
+
+def _check_ranges(cfg: DictConfig) -> None:
+    for key, (lo, hi) in _RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key '{key}' must be a finite number; got {value}")
+        if value is not None and not lo <= value <= hi:
+            raise ConfigError(f"config key '{key}' must lie in [{lo}, {hi}]; got {value}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Value checks that types alone cannot express; each failure is one line naming the key."""
     for key, choices in _CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in choices:
             raise ConfigError(f"config key '{key}' must be one of {', '.join(choices)}; got '{value}'")
+    _check_ranges(cfg)
     m = cfg.model
     if m.image_size % m.patch_size:
         raise ConfigError(f"model.image_size={m.image_size} is not a multiple of model.patch_size={m.patch_size}")
@@ -365,7 +399,8 @@ def to_container(cfg: DictConfig | ListConfig) -> Any:
 
 
 def from_container(tree: dict) -> DictConfig:
-    """Rebuild a config from a stored (resolved) dict, e.g. the one saved with a checkpoint."""
+    """Rebuild a config from a stored (resolved) dict, e.g. the one saved with a checkpoint; validated like a file."""
     cfg = _merge(schema(), tree, "stored config")
     _resolve(cfg, "stored config")
+    validate(cfg)
     return cfg

@@ -187,21 +187,78 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: s
     return allowed
 
 
+MAX_PARAMS_ENV = "WILDRAYZER_MAX_PARAMS"
+DEFAULT_MAX_PARAMS = 3_000_000_000  # 3 B parameters (the paper model has 0.3 B); raise with WILDRAYZER_MAX_PARAMS
+
+
+def max_params() -> int:
+    raw = os.environ.get(MAX_PARAMS_ENV, "")
+    try:
+        return int(float(raw)) if raw else DEFAULT_MAX_PARAMS
+    except ValueError:
+        raise UserError(f"{MAX_PARAMS_ENV}={raw!r} is not a number") from None
+
+
+def read_header(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """-> (metadata, {key: shape}) of a WildRayZer safetensors file, reading no tensor data."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - truncated / foreign bytes surface as many exception types
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({type(e).__name__}: {e})") from e
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(f"{path} is not a WildRayZer checkpoint (no '{FORMAT}' metadata)")
+    return meta, shapes
+
+
+def _semantic_dim(meta: dict[str, str], where: str) -> int:
+    raw = meta.get("semantic_dim", "0")
+    if not raw.isdigit() or int(raw) > 65536:
+        raise CheckpointError(f"{where}: header field semantic_dim={raw[:20]!r} is not a channel count in 0..65536")
+    return int(raw)
+
+
+def check_shapes_before_building(cfg, semantic_dim: int, shapes: dict[str, tuple[int, ...]], where: str) -> None:
+    """Compare the model the header's config asks for with the file's own tensor index, and bound its size, on the
+    meta device (nothing is allocated): a small file whose header asks for a huge model is refused here."""
+    from ..model import WildRayZer
+
+    with torch.device("meta"):
+        skeleton = WildRayZer(cfg.model, semantic_dim=semantic_dim)
+    own = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    count = sum(p.numel() for p in skeleton.parameters())
+    if count > max_params():
+        raise CheckpointError(f"{where}: its config asks for a model of {count / 1e9:.2f} B parameters, above the "
+                              f"limit of {max_params() / 1e9:.2f} B (set {MAX_PARAMS_ENV} to allow larger models)")
+    missing = [k for k in own if k not in shapes]
+    unexpected = [k for k in shapes if k not in own]
+    wrong = [f"{k} {shapes[k]} vs {own[k]}" for k in own if k in shapes and shapes[k] != own[k]]
+    if missing or unexpected or wrong:
+        parts = [f"{name}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''}"
+                 for name, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong)) if items]
+        raise CheckpointError(f"{where} does not fit the model its header describes; " + "; ".join(parts))
+
+
 def load_model_checkpoint(path: str | Path, expected_cfg=None) -> LoadedCheckpoint:
     """Build the model stored at ``path`` and load its weights strictly.
 
     ``path``: weights file, run dir or pretrained dir. ``expected_cfg``: when given, its ``model`` section must match
     the stored architecture (view counts, layer counts, width, ...) or CheckpointError lists the differences.
-    The model is on the CPU in eval mode.
+    The header's config is validated, and the tensor index checked against it with a size bound, before any model
+    is built or tensor read. The model is on the CPU in eval mode.
     """
     from ..model import WildRayZer
 
     weights = resolve_checkpoint(path)
-    state, meta = read_weights(weights)
+    meta, shapes = read_header(weights)
     cfg = stored_config(meta, str(weights))
     if expected_cfg is not None:
         check_arch(expected_cfg.model, cfg.model, str(weights))
-    semantic_dim = int(meta.get("semantic_dim", "0"))
+    semantic_dim = _semantic_dim(meta, str(weights))
+    check_shapes_before_building(cfg, semantic_dim, shapes, str(weights))
+    state, _ = read_weights(weights)
     model = WildRayZer(cfg.model, semantic_dim=semantic_dim)
     load_state_strict(model, state, str(weights))
     return LoadedCheckpoint(model.eval(), cfg, meta, weights)
