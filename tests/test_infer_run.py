@@ -1,8 +1,6 @@
 """Inference runner end to end (``inference.py`` / ``wildrayzer infer``) on a generated dataset with a random tiny
 checkpoint: per-scene files, cameras.json, metrics, report links, Plücker vis + video, resume, errors, torchrun."""
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -17,10 +15,12 @@ import pytest
 import torch
 from PIL import Image
 from test_api import CONFIG, TINY, make_tiny_checkpoint
+from tiny_run import run_cli
 
-from wildrayzer.cli import main as cli_main
 from wildrayzer.errors import UserError
+from wildrayzer.fileio import write_marker
 from wildrayzer.infer.run import check_output_root, safe_scene_dirname
+from wildrayzer.infer.scene_io import SCENE_KIND, SCENE_MARKER
 
 REPO = Path(__file__).resolve().parents[1]
 SCENES = ["dynamic_test_0000", "dynamic_test_0001"]
@@ -48,13 +48,6 @@ def setup(tmp_path_factory):
 def infer_args(setup, out: Path, *extra: str) -> list[str]:
     return ["infer", "--config", str(REPO / CONFIG), f"inference.model_path={setup['ckpt']}",
             f"inference_out_root={out}", f"data.root={setup['data']}", "inference.device=cpu", *TINY, *extra]
-
-
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli_main(args)
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +81,7 @@ def test_every_scene_file_is_written(first_run):
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == SCENES
     for scene in SCENES:
         d = out / scene
-        names = {"cameras.json", "metrics.json", "scene.json"}
+        names = {"cameras.json", "metrics.json", "scene.json", ".wildrayzer-scene"}
         for i in range(2):
             names |= {f"input_{i:02d}.png", f"input_{i:02d}_mask.png", f"input_{i:02d}_overlay.png",
                       f"input_{i:02d}_gt_overlay.png"}
@@ -190,16 +183,24 @@ def test_rerun_skips_finished_scenes_and_redoes_missing_ones(setup, first_run):
     shutil.copytree(first_run["out"], out)
     kept = {p: p.stat().st_mtime_ns for p in (out / SCENES[0]).iterdir()}
     shutil.rmtree(out / SCENES[1])
-    # leftovers of a killed run: a half-written temp folder (even with a record inside) is not a finished scene
+    # leftovers of a killed run (temp folders carry the runner's marker from their first moment): a half-written temp
+    # folder (even with a record inside) is not a finished scene; an empty one was killed before its marker
     partial = out / f".tmp-{SCENES[1]}"
     partial.mkdir()
+    write_marker(partial, SCENE_MARKER, SCENE_KIND)
     (partial / "scene.json").write_text("{}")
     (out / ".tmp-stale").mkdir()
+    write_marker(out / ".tmp-stale", SCENE_MARKER, SCENE_KIND)
+    (out / ".tmp-empty").mkdir()
+    (out / ".tmp-notmine").mkdir()  # named like a temp folder but without the marker: not the runner's to delete
+    (out / ".tmp-notmine" / "keep.txt").write_text("user file")
     rc, stdout, err = run_cli(infer_args(setup, out))
     assert rc == 0, err
     assert {p: p.stat().st_mtime_ns for p in (out / SCENES[0]).iterdir()} == kept
     assert json.loads((out / SCENES[1] / "scene.json").read_text())["name"] == SCENES[1]
-    assert (out / SCENES[1] / "render_05.png").is_file() and not list(out.glob(".tmp-*"))
+    assert (out / SCENES[1] / "render_05.png").is_file()
+    assert [p.name for p in out.glob(".tmp-*")] == [".tmp-notmine"]
+    assert (out / ".tmp-notmine" / "keep.txt").read_text() == "user file"
     before = json.loads((first_run["out"] / "metrics.json").read_text())
     after = json.loads((out / "metrics.json").read_text())
     assert after["mean"] == pytest.approx(before["mean"]) and after["num_scenes"] == 2

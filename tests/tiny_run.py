@@ -1,6 +1,9 @@
 """What the reliability, fault and security tests share: the repository paths, a very small model, quiet logging,
-and a small synthetic dataset (32x32, 12 frames, no COCO set) to train and infer on."""
+a small synthetic dataset (32x32, 12 frames, no COCO set) to train and infer on, and the console entry point run
+in this process."""
 
+import contextlib
+import io
 import sys
 from pathlib import Path
 
@@ -21,3 +24,26 @@ def small_synth(out: Path, dynamic_test: int = 1) -> Path:
     generate(out, SynthParams(static_train=2, static_test=1, dynamic_train=1, dynamic_test=dynamic_test, frames=12,
                               res=32, coco_images=0), progress=False)
     return out
+
+
+def tiny_pretrained(out: Path, seed: int = 0) -> Path:
+    """A randomly initialised MODEL + NO_MOTION model (2 context + 6 target views) saved with save_pretrained."""
+    import torch
+
+    from wildrayzer.config import load_config
+    from wildrayzer.model import WildRayZer
+    from wildrayzer.train.checkpoint import save_pretrained
+
+    cfg = load_config(INFER_CFG, MODEL + NO_MOTION)
+    torch.manual_seed(seed)
+    return save_pretrained(WildRayZer(cfg.model), cfg, out)
+
+
+def run_cli(args: list[str]) -> tuple[int, str, str]:
+    """``wildrayzer.cli.main(args)`` in this process -> (exit code, stdout, stderr)."""
+    from wildrayzer.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(args)
+    return rc, out.getvalue(), err.getvalue()

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import DataError
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes, check_name
 from .frames import READ_ERRORS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -117,8 +117,8 @@ def import_scene(frames: Iterable[tuple[np.ndarray, list[float] | None]], out: P
     included) only once all were read, so a bad frame, too few frames or an interrupted read leaves the split as it
     was (at worst with a hidden ``.NAME.importing<pid>`` folder). Metadata, scene list and view index are each
     replaced atomically."""
-    if not scene or "/" in scene or scene.startswith("."):
-        raise DataError(f"invalid scene name '{scene}'; use --scene NAME (no slashes)")
+    check_name(scene, "scene name (--scene)", DataError)
+    check_name(split, "split (--split)", DataError)
     split_dir = out / split
     img_dir = split_dir / "images" / scene
     staging = img_dir.with_name(f".{scene}.importing{os.getpid()}")

@@ -5,25 +5,34 @@ targets, error maps, ``cameras.json`` (predicted, LVSM-compatible), ``metrics.js
 and a video. Each scene is written into a temporary folder and renamed when complete, so an interrupted run leaves no
 half-written scene; re-running skips finished scenes. Under torchrun scenes are sharded over ranks and rank 0 merges
 the metrics (``metrics.json``), prints the table and writes ``index.html``.
+
+Inference deletes or overwrites only what it can prove it wrote: the output root must be new, empty, or carry the
+``.wildrayzer-output`` marker written on first use; a scene folder (or temp folder) is replaced only when it carries
+``.wildrayzer-scene`` (see :mod:`.scene_io`). Anything else is a one-line error before anything is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError
+from ..fileio import has_marker, write_marker
 from .metrics import MetricsAggregator, format_metrics_table
-from .scene_io import RUN_KEY, SCENE_RECORD, write_scene
+from .scene_io import RUN_KEY, SCENE_RECORD, TMP_PREFIX, check_replaceable, remove_own, write_scene
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _RESERVED = {"index.html", "index.html.tmp", "metrics.json", "metrics.json.tmp"}  # files the runner writes in the root
+ROOT_MARKER = ".wildrayzer-output"  # written into the output root on first use: the root and its files are ours
+ROOT_KIND = "wildrayzer-inference-output"
+# the runner's own short-lived files, which another torchrun rank may see while it inspects a fresh root
+_TRANSIENT = re.compile(r"\.write_test\.\d+|\.\.wildrayzer-output\.tmp\d+")
 
 
 def safe_scene_dirname(name: str, taken: set[str]) -> str:
@@ -53,19 +62,36 @@ def check_unused_options(cfg) -> None:
 
 
 def check_output_root(out_root: Path, data_root: Path) -> None:
-    """The output root must be writable and must not sit inside the dataset."""
+    """The output root must be writable, must not sit inside the dataset, and must be new, empty or already marked
+    as a WildRayZer output folder (a folder holding anything else is refused before anything is written). Marks it."""
     o, d = out_root.resolve(), data_root.resolve()
     if o == d or d in o.parents:
         raise UserError(f"inference_out_root={out_root} lies inside the dataset {data_root}; choose a folder outside "
                         "the data directory (e.g. experiments/evaluation/<name>)")
     try:
+        entries = sorted(n for n in os.listdir(o) if not _TRANSIENT.fullmatch(n)) if o.exists() else []
+        marked = has_marker(o, ROOT_MARKER, ROOT_KIND)
+        if entries and not marked:
+            shown = ", ".join(repr(n) for n in entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise UserError(f"inference_out_root={out_root} is not empty ({shown}) and was not created by WildRayZer "
+                            f"(no {ROOT_MARKER} marker); inference never overwrites or deletes what it did not write: "
+                            "use a new or empty folder (e.g. experiments/evaluation/<name>)")
         o.mkdir(parents=True, exist_ok=True)
         probe = o / f".write_test.{os.getpid()}"  # per process: torchrun ranks probe at the same time
         probe.write_text("ok")
         probe.unlink()
+        if not marked:
+            write_marker(o, ROOT_MARKER, ROOT_KIND)
     except OSError as e:
         raise UserError(f"inference_out_root={out_root} is not writable ({e.strerror}); choose another "
                         "folder") from None
+
+
+def check_scene_targets(out_root: Path, dirs: list[str]) -> None:
+    """Before anything is written: every scene folder (and its temp folder) the run may replace is the runner's."""
+    for d in dirs:
+        check_replaceable(out_root / d)
+        check_replaceable(out_root / f"{TMP_PREFIX}{d}")
 
 
 @torch.no_grad()  # a decorator, not set_grad_enabled(False): in-process callers keep their global grad state
@@ -99,6 +125,8 @@ def run_inference(cfg, progress: bool = True) -> dict:
         names = [dataset.scenes[dataset.items[i][0]].name for i in range(n)]
         taken: set[str] = set()
         dirs = [safe_scene_dirname(s, taken) for s in names]
+        check_scene_targets(out_root, dirs)  # every rank, read-only, before rank 0 clears anything
+        barrier(info)
         if info.is_main:
             clear_partial(out_root)  # temp folders of a killed run; before any rank starts writing its own
         barrier(info)
@@ -144,6 +172,9 @@ def finalize(out_root: Path, dirs: list[str], cfg) -> dict:
     """Merge per-scene records into ``metrics.json``, print the table and write ``index.html``."""
     from .report import write_report
 
+    if not has_marker(out_root, ROOT_MARKER, ROOT_KIND):  # root files are overwritten only in the runner's own root
+        raise UserError(f"inference_out_root={out_root} lost its {ROOT_MARKER} marker during the run; metrics.json "
+                        "and index.html were not written")
     agg = MetricsAggregator()
     scenes = []
     for d in dirs:
@@ -175,9 +206,11 @@ def _progress(items, enabled: bool, unit: str):
 
 
 def clear_partial(out_root: Path) -> None:
-    """Remove temporary scene folders left by a killed run."""
-    for p in out_root.glob(".tmp-*"):
-        shutil.rmtree(p, ignore_errors=True)
+    """Remove temporary scene folders left by a killed run: only folders named like the runner's temp folders that
+    carry its scene marker (or are empty: killed between ``mkdir`` and the marker); anything else stays."""
+    for p in out_root.glob(f"{TMP_PREFIX}*"):
+        with contextlib.suppress(UserError, OSError):  # UserError: not the runner's, left alone
+            remove_own(p)
 
 
 def main(argv: list[str]) -> int:

@@ -1,4 +1,7 @@
-"""Run the pipeline on one evaluation scene and write its folder atomically (temp folder, then rename)."""
+"""Run the pipeline on one evaluation scene and write its folder atomically (temp folder, then rename).
+
+Every folder written here (the temp folder, then the scene folder it becomes) carries ``SCENE_MARKER``; a folder at
+the target name without it was not made by the runner and is never replaced or deleted (see :func:`remove_own`)."""
 
 from __future__ import annotations
 
@@ -10,12 +13,48 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..errors import UserError
+from ..fileio import has_marker, write_marker
 from ..geometry import c2w_to_w2c
 from .evaluate import score_scene
 from .visuals import error_map, mask_overlay, save_png
 
 SCENE_RECORD = "scene.json"  # written last: its presence marks a finished scene
 RUN_KEY = "run_key"  # in the record: checkpoint/data/options it was made with (see run.run_key)
+SCENE_MARKER = ".wildrayzer-scene"  # in every scene folder (and temp folder) the runner writes
+SCENE_KIND = "wildrayzer-inference-scene"
+TMP_PREFIX = ".tmp-"  # <out_root>/.tmp-<scene>: a scene folder being written
+
+
+def made_by_runner(path: Path) -> bool:
+    """``path`` is a real folder carrying the runner's scene marker."""
+    return has_marker(path, SCENE_MARKER, SCENE_KIND)
+
+
+def _empty_temp_dir(path: Path) -> bool:
+    """A runner-named temp folder with nothing inside: what a run killed between ``mkdir`` and writing the marker
+    leaves (``os.rmdir`` removes only an empty folder, so nothing can be lost)."""
+    try:
+        return (path.name.startswith(TMP_PREFIX) and not path.is_symlink() and path.is_dir()
+                and not any(path.iterdir()))
+    except OSError:
+        return False
+
+
+def check_replaceable(path: Path) -> None:
+    """UserError when ``path`` exists and the runner cannot prove it wrote it (no ``SCENE_MARKER`` inside)."""
+    if (path.exists() or path.is_symlink()) and not made_by_runner(path) and not _empty_temp_dir(path):
+        raise UserError(f"{path} already exists and was not written by WildRayZer (no {SCENE_MARKER} marker inside); "
+                        "inference never replaces it: move it away or use a new or empty inference_out_root")
+
+
+def remove_own(path: Path) -> None:
+    """Delete ``path`` if the runner wrote it; a foreign folder is a UserError and stays as it is."""
+    check_replaceable(path)
+    if made_by_runner(path):
+        shutil.rmtree(path)
+    elif _empty_temp_dir(path):
+        os.rmdir(path)
 
 
 def cameras_json(scene: str, frame_idx: list[int], num_context: int, c2w: Tensor, fxfycxcy: Tensor) -> dict:
@@ -46,9 +85,11 @@ def write_scene(pipe, item: dict, out_root: Path, dirname: str, cfg, lpips_model
     c2w, k = out["cameras"]["c2w"][0].cpu(), out["cameras"]["fxfycxcy"][0].cpu()
 
     final = out_root / dirname
-    tmp = out_root / f".tmp-{dirname}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = out_root / f"{TMP_PREFIX}{dirname}"
+    check_replaceable(final)  # before anything is written
+    remove_own(tmp)
+    tmp.mkdir()
+    write_marker(tmp, SCENE_MARKER, SCENE_KIND)  # first: a killed run's temp folder is recognisably the runner's
     rec_inputs, rec_targets, rec_plucker = [], [], []
     for i in range(vc):
         entry = {"label": f"input {i}", "image": save_png(tmp / f"input_{i:02d}.png", imgs[i])}
@@ -97,8 +138,7 @@ def write_scene(pipe, item: dict, out_root: Path, dirname: str, cfg, lpips_model
               "video": _rel(final / video.name, out_root) if video is not None else None,
               "files": {"cameras.json": f"{dirname}/cameras.json", "metrics.json": f"{dirname}/metrics.json"}}
     (tmp / SCENE_RECORD).write_text(json.dumps({**record, RUN_KEY: run_key}, indent=1))
-    if final.exists():
-        shutil.rmtree(final)
+    remove_own(final)
     os.replace(tmp, final)
     return record
 

@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..config import to_yaml
 from ..errors import ConfigError, UserError
+from ..fileio import check_name
 from .checkpoint import (
     atomic_write_bytes,
     check_arch,
@@ -42,7 +43,8 @@ class CheckpointWriteError(UserError):
 
 
 def run_dir_for(cfg) -> Path:
-    return Path(cfg.training.output_dir) / cfg.training.run_name
+    """``<training.output_dir>/<training.run_name>``; a run name that would leave output_dir is a ConfigError."""
+    return Path(cfg.training.output_dir) / check_name(cfg.training.run_name, "training.run_name", ConfigError)
 
 
 def _git_sha() -> str:
