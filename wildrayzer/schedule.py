@@ -38,8 +38,10 @@ def stage_config(stage: int, out: Path, steps: int, extra: list[str], data_root:
     from .config import load_config
 
     overrides = [f"training.output_dir={out}", f"training.run_name={RUN_NAMES[stage]}", f"training.max_steps={steps}"]
-    if data_root:
-        overrides.append(f"data.root={Path(data_root) / DATA_DIRS[stage]}")
+    if data_root:  # the generated set's own scenes and copy-paste cut-outs
+        coco = Path(data_root) / "coco"
+        overrides += [f"data.root={Path(data_root) / DATA_DIRS[stage]}", f"copy_paste.image_dir={coco / 'images'}",
+                      f"copy_paste.annotation_file={coco / 'annotations/instances_synthetic.json'}"]
     if stage > 1:
         overrides.append(f"training.init_from={out / RUN_NAMES[stage - 1]}")
     return load_config(TINY[stage], overrides + list(extra))
