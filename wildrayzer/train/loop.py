@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..config import to_yaml
-from ..errors import ConfigError, UserError
+from ..errors import CheckpointError, ConfigError, UserError
 from ..fileio import check_name
 from .checkpoint import (
     atomic_write_bytes,
@@ -82,6 +82,31 @@ def _wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
     return DDP(model, device_ids=ids, broadcast_buffers=False)
 
 
+def _apply_training_state(st: dict, weights: Path, optimizer, scheduler, loader, info: DistInfo,
+                          log) -> tuple[int, int]:
+    """Restore optimizer, scheduler, sampler and RNG from a checked ``.state.pt`` -> (step, nonfinite_total); a state
+    that does not fit this run (other parameter groups, truncated RNG list, ...) is one CheckpointError line."""
+    part = "optimizer"
+    try:
+        optimizer.load_state_dict(st["optimizer"])
+        part = "scheduler"
+        scheduler.load_state_dict(st["scheduler"])
+        part = "sampler"
+        loader.load_state_dict(st["sampler"])
+        if st["world_size"] == info.world_size:
+            part = "rng"
+            restore_rng(st["rng"][info.rank])
+        else:
+            log(f"resume: world size changed {st['world_size']} -> {info.world_size}; RNG streams re-seeded")
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as e:
+        msg = " ".join(str(e).split())[:160]
+        path = weights.with_name(weights.name.replace(".safetensors", ".state.pt"))
+        raise CheckpointError(f"training state {path}: its '{part}' entry does not fit this run "
+                              f"({type(e).__name__}: {msg}); delete that checkpoint's files or start a new run") \
+            from None
+    return st["step"], st["nonfinite_total"]
+
+
 def train(cfg, dataset=None, fault_hook=None) -> dict:
     """Train ``cfg.training.stage`` to ``cfg.training.max_steps``.
 
@@ -122,16 +147,15 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
     latest = latest_checkpoint(run_dir) if t.resume else None
     logger = RunLogger(cfg, run_dir, info.is_main, start_step=0, total_steps=t.max_steps)
     log = logger.note
+    resume_state = None
     if latest is not None:
         state, meta = read_weights(latest)
         check_arch(cfg.model, stored_config(meta, str(latest)).model, f"resume checkpoint {latest}")
         load_state_strict(model, state, f"resume checkpoint {latest}")
+        resume_state = load_training_state(latest)  # checked before anything of this run is written
         log(f"resuming from {latest}" + (" (training.init_from ignored)" if t.init_from else ""))
     elif t.init_from:
         init_from_checkpoint(model, cfg, t.init_from, log)
-    if info.is_main:
-        atomic_write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
-        atomic_write_bytes(run_dir / "git_sha.txt", _git_sha().encode())
 
     names = apply_trainable(model, t.stage, t.freeze_parts)
     model.to(device).train()
@@ -153,16 +177,11 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
                          pin_memory=device.type == "cuda")
     seed_everything(t.seed + 7919 * info.rank)  # per-rank stream for data augmentation / view sampling
     step, nonfinite_total = 0, 0
-    if latest is not None:
-        st = load_training_state(latest)
-        optimizer.load_state_dict(st["optimizer"])
-        scheduler.load_state_dict(st["scheduler"])
-        loader.load_state_dict(st["sampler"])
-        step, nonfinite_total = int(st["step"]), int(st["nonfinite_total"])
-        if int(st["world_size"]) == info.world_size:
-            restore_rng(st["rng"][info.rank])
-        else:
-            log(f"resume: world size changed {st['world_size']} -> {info.world_size}; RNG streams re-seeded")
+    if resume_state is not None:
+        step, nonfinite_total = _apply_training_state(resume_state, latest, optimizer, scheduler, loader, info, log)
+    if info.is_main:  # only once data, checkpoint and training state are known to be good
+        atomic_write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
+        atomic_write_bytes(run_dir / "git_sha.txt", _git_sha().encode())
     if logger.bar is not None:
         logger.bar.n = logger.bar.last_print_n = step
 
