@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -80,6 +81,14 @@ def _wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
         DDP._set_params_and_buffers_to_ignore_for_model(model, frozen)
     ids = [info.device.index] if info.device.type == "cuda" else None
     return DDP(model, device_ids=ids, broadcast_buffers=False)
+
+
+def _first_nonfinite_param(model: nn.Module) -> str | None:
+    """Name of the first parameter holding NaN or infinity, or None (checked before every checkpoint write)."""
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            return name
+    return None
 
 
 def _apply_training_state(st: dict, weights: Path, optimizer, scheduler, loader, info: DistInfo,
@@ -188,6 +197,8 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
     amp = _amp_context(cfg, device)
     accum = max(1, t.grad_accum_steps)
     consecutive, last_ckpt = 0, latest
+    good_steps = 0  # finite steps of this invocation: none yet -> no checkpoint is written
+    first_step = step
     t_last, steps_since = time.perf_counter(), 0
     try:
         while step < t.max_steps:
@@ -221,8 +232,11 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
             else:
                 optimizer.step()
                 consecutive = 0
+                good_steps += 1
             optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            with warnings.catch_warnings():  # a skipped first step is deliberate, not torch's "wrong order" mistake
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                scheduler.step()
             step += 1
             steps_since += 1
             if info.is_main:
@@ -238,6 +252,19 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
                 logger.log(step, scalars)
                 t_last, steps_since = time.perf_counter(), 0
             if step % t.checkpoint_every == 0 or step == t.max_steps:
+                if good_steps == 0:  # nothing learned yet: the weights are the start's, LATEST stays as it is
+                    if step == t.max_steps:
+                        raise TrainingDivergedError(
+                            f"all {step - first_step} steps of this run were non-finite (loss or gradient NaN/inf); "
+                            f"no checkpoint written, last good checkpoint: {last_ckpt or 'none'}. Lower "
+                            "training.lr or check the data")
+                    log(f"step {step}: no finite step yet in this run; checkpoint not written")
+                    continue
+                bad_param = _first_nonfinite_param(model)
+                if any_true(bad_param is not None, info):
+                    raise TrainingDivergedError(
+                        f"weights turned non-finite by step {step} ({bad_param or 'on another rank'}); no checkpoint "
+                        f"written, last good checkpoint: {last_ckpt or 'none'}. Lower training.lr or check the data")
                 rngs = gather_objects(capture_rng(), info)
                 write_error = None
                 if info.is_main:
