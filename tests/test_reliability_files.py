@@ -14,10 +14,8 @@ import logging
 import os
 import shutil
 import signal
-import struct
 import time
 import warnings
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from tiny_run import (
     TRAIN_CFG,
     TRAIN_NOTES,
     one_error_line,
+    png_declaring,
     run_cli,
     small_synth,
     tiny_pretrained,
@@ -82,18 +81,6 @@ def check_eval(root: Path, *extra: str) -> list[str]:
 def infer_args(world, root: Path, out: Path, *extra: str) -> list[str]:
     return ["infer", "--config", str(INFER_CFG), *MODEL, *NO_MOTION, *QUIET, f"inference.model_path={world['ckpt']}",
             f"data.root={root}", f"inference_out_root={out}", "inference.device=cpu", *extra]
-
-
-def png_declaring(path: Path, width: int, height: int) -> Path:
-    """A valid 1x1 PNG whose header (IHDR, CRC fixed) claims ``width x height``: a few bytes that PIL would decode
-    into a huge canvas."""
-    Image.new("RGB", (1, 1)).save(path)
-    data = bytearray(path.read_bytes())
-    ihdr = data.index(b"IHDR")
-    data[ihdr + 4: ihdr + 12] = struct.pack(">II", width, height)
-    data[ihdr + 17: ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr: ihdr + 17])))
-    path.write_bytes(bytes(data))
-    return path
 
 
 def edit_json(path: Path, fn) -> None:

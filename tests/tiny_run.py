@@ -6,7 +6,9 @@ import contextlib
 import hashlib
 import io
 import os
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,3 +88,17 @@ def one_error_line(rc: int, err: str, *needles: str, notes: tuple[str, ...] = ()
     assert all(ln.startswith(notes) for ln in lines[:-1]) if notes else len(lines) == 1, err
     for n in needles:
         assert n in lines[-1], (n, err)
+
+
+def png_declaring(path: Path, width: int, height: int) -> Path:
+    """A valid 1x1 PNG whose header (IHDR, CRC fixed) claims ``width x height``: a few bytes that PIL would decode
+    into a huge canvas."""
+    from PIL import Image
+
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4: ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17: ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr: ihdr + 17])))
+    path.write_bytes(bytes(data))
+    return path
