@@ -142,6 +142,30 @@ def import_bomb_photo(world, d):
     return Case(["data", "import", "--images", str(photos), "--out", str(d / "imported")], ("2.png", "12000x9000"))
 
 
+def _import_case(d: Path, *extra: str) -> list[str]:
+    photos = d / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 30), (40 * i, 0, 0)).save(photos / f"{i}.png")
+    return ["data", "import", "--images", str(photos), "--out", str(d / "imported"), *extra]
+
+
+def import_res_too_large(world, d):  # would upscale each frame to 133333 x 100000 before writing it
+    return Case(_import_case(d, "--res", "100000"), ("--res 100000", "100 MP limit"))
+
+
+def import_fov_zero(world, d):
+    return Case(_import_case(d, "--fov", "0"), ("--fov 0.0", "between 0 and 180"))
+
+
+def import_fov_180(world, d):
+    return Case(_import_case(d, "--fov", "180"), ("--fov 180.0",))
+
+
+def import_negative_res(world, d):
+    return Case(_import_case(d, "--res", "-5"), ("--res must be >= 0",))
+
+
 # -------------------------------------------------------------------------------- (b) FIFOs, devices, folders
 def fifo_image(world, d):
     root = data_copy(world, d)
@@ -351,6 +375,19 @@ def fxfycxcy_nan(world, d):
     return Case(check_eval(root), (f"{SCENE}.json", "frame 0", "non-finite fxfycxcy"))
 
 
+def fxfycxcy_strings(world, d):
+    root = data_copy(world, d)
+    set_frame(root, 6, "fxfycxcy", ["25.6", "25.6", "16", "16"])
+    return Case(check_eval(root), (f"{SCENE}.json", "must hold numbers, not str values"))
+
+
+def w2c_booleans(world, d):
+    root = data_copy(world, d)
+    set_frame(root, 6, "w2c", [[True, False, False, False], [False, True, False, False],
+                               [False, False, True, False], [False, False, False, True]])
+    return Case(check_eval(root), (f"{SCENE}.json", "must hold numbers, not bool"))
+
+
 def view_index_float(world, d):
     root = data_copy(world, d)
     set_views(root, context=[0, 10.5])
@@ -546,6 +583,7 @@ CASES = [bomb_png, png_above_cap_below_pil_limit, bomb_mask, import_bomb_photo,
          billion_laughs_config, billion_laughs_override, deep_yaml_config, recursive_yaml_alias,
          deep_config_in_checkpoint_header,
          w2c_infinite, w2c_singular, w2c_scaled, w2c_bottom_row, focal_zero, principal_point_negative, fxfycxcy_nan,
+         fxfycxcy_strings, w2c_booleans, import_res_too_large, import_fov_zero, import_fov_180, import_negative_res,
          view_index_float, view_index_string, view_index_bool, view_index_negative, view_index_repeated_context,
          view_index_entry_not_a_dict, list_names_scene_twice, two_metadata_files_one_scene,
          *STATE_CASES, weights_float64, weights_int64, weights_nan]

@@ -104,6 +104,7 @@ def resize_short_side(img: np.ndarray, res: int) -> np.ndarray:
         return img
     s = res / min(h, w)
     size = (max(1, round(w * s)), max(1, round(h * s)))
+    check_image_pixels(size[0], size[1], f"--res {res} would make a frame that", DataError)  # before allocating
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
 
 

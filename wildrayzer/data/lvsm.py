@@ -38,6 +38,19 @@ def _is_index(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _numbers(value) -> np.ndarray:
+    """Nested lists of JSON numbers -> float64 array; a string, boolean or null anywhere is a ValueError (numpy would
+    turn "1" and true into 1.0 without a word)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack.extend(v)
+        elif type(v) not in (int, float):
+            raise ValueError(f"fxfycxcy and w2c must hold numbers, not {type(v).__name__} values like {v!r:.20}")
+    return np.array(value, dtype=np.float64)
+
+
 def camera_problem(fxfycxcy: np.ndarray, w2c: np.ndarray, tol: float = 1e-3) -> str | None:
     """fxfycxcy: (F, 4) pixels, w2c: (F, 4, 4) -> what is wrong with the first bad frame's camera, or None.
 
@@ -164,8 +177,7 @@ class LVSMDataset(Dataset):
             frames = meta["frames"]
             if not isinstance(frames, list) or not frames:
                 raise ValueError("'frames' must be a non-empty list")
-            fxfycxcy = np.array([f["fxfycxcy"] for f in frames], dtype=np.float64)
-            w2c = np.array([f["w2c"] for f in frames], dtype=np.float64)
+            fxfycxcy, w2c = _numbers([f["fxfycxcy"] for f in frames]), _numbers([f["w2c"] for f in frames])
             rels = [str(f["image_path"]) for f in frames]
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             what = f"missing key {e}" if isinstance(e, KeyError) else str(e)
