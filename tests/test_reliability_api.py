@@ -88,6 +88,16 @@ def test_a_huge_lazily_opened_pil_image_is_refused_before_decoding(model, tmp_pa
     refused(lambda: model.predict([GOOD, im]), "image 1", "10240x10240", "100 MP limit")
 
 
+def test_a_pil_image_that_cannot_be_decoded_is_a_user_error(model, tmp_path):
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    refused(lambda: model.predict([GOOD, Image.open(tmp_path / "cut.png")]), "image 1", "cannot be decoded")
+    closed = Image.open(tmp_path / "a.png")
+    closed.close()
+    refused(lambda: model.predict([GOOD, closed]), "image 1", "cannot be decoded")
+
+
 @pytest.mark.parametrize("images,needles", [
     ([], ("takes 2 input views; got 0",)),
     (np.zeros((0,)), ("takes a list of images",)),

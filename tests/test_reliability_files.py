@@ -734,6 +734,26 @@ def test_import_into_a_malformed_split_writes_nothing(tmp_path, corrupt, scene):
     assert tree(tmp_path) == before
 
 
+@pytest.mark.parametrize("blocker", ["metadata/second.json/", "images/second", "full_list.txt/x"])
+def test_import_over_a_foreign_entry_at_the_scene_name_writes_nothing(tmp_path, blocker):
+    """A folder where the scene's metadata goes, a file where its frames go: refused before anything is written."""
+    out = imported(tmp_path)
+    target = out / "test" / blocker.rstrip("/")
+    if blocker.endswith("/"):
+        target.mkdir()
+    elif blocker == "full_list.txt/x":  # the list file is a folder holding a file
+        (out / "test/full_list.txt").unlink()
+        target.parent.mkdir()
+        target.write_text("mine")
+    else:
+        target.write_text("mine")
+    src = photos(tmp_path, 3)
+    before = tree(tmp_path)
+    rc, _, err = run_cli(import_args(src, out))
+    one_error_line(rc, err, blocker.split("/")[0])
+    assert tree(tmp_path) == before
+
+
 def test_failed_import_into_a_new_folder_leaves_no_folder(tmp_path):
     src = photos(tmp_path, 4, bad_at=3)
     before = tree(tmp_path)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data.frames import check_image_pixels, pil_rgb
+from .data.frames import READ_ERRORS, check_image_pixels, pil_rgb
 from .errors import CheckpointError, UserError
 from .image_ops import resize_images
 from .infer.pipeline import Pipeline
@@ -45,8 +45,13 @@ def _check_size(index: int, height: int, width: int) -> None:
 
 def _from_pil(index: int, img) -> Tensor:
     _check_size(index, img.height, img.width)
-    img.load()
-    return torch.from_numpy(pil_rgb(img).copy()).permute(2, 0, 1).float() / 255.0  # 16-bit modes as the loader
+    try:  # a lazily opened image decodes here: its file may be truncated, corrupt, gone or closed
+        img.load()
+        rgb = pil_rgb(img)  # 16-bit modes as the loader reads them
+    except (*READ_ERRORS, AttributeError) as e:
+        msg = " ".join(str(e).split())[:120]
+        raise _image_error(index, f"the PIL image cannot be decoded ({type(e).__name__}: {msg})") from None
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
 
 
 def _scale(index: int, t: Tensor, kind: str) -> Tensor:
