@@ -9,16 +9,25 @@ and the good path: a fresh root, then a second run into the same (now marked) ro
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_run import INFER_CFG, MODEL, NO_MOTION, QUIET, TRAIN_CFG, run_cli, small_synth, tiny_pretrained
+from tiny_run import (
+    INFER_CFG,
+    MODEL,
+    NO_MOTION,
+    QUIET,
+    TRAIN_CFG,
+    one_error_line,
+    run_cli,
+    small_synth,
+    tiny_pretrained,
+    tree,
+)
 
 from wildrayzer.errors import ConfigError, UserError
 from wildrayzer.fileio import check_name, has_marker, write_marker
@@ -29,26 +38,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 SCENES = ["dynamic_test_0000", "dynamic_test_0001"]
 ROOT_FILES = {ROOT_MARKER, "index.html", "metrics.json"}
-
-
-def tree(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, str]:
-    """{relative path: kind + content hash} for everything under ``root`` (``skip``: subtrees left out)."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        d = Path(dirpath)
-        dirnames[:] = [n for n in dirnames if d / n not in skip]
-        for name in dirnames + filenames:
-            p = d / name
-            rel = p.relative_to(root).as_posix()
-            if p in skip:
-                continue
-            if p.is_symlink():
-                out[rel] = "link:" + os.readlink(p)
-            elif p.is_dir():
-                out[rel] = "dir"
-            else:
-                out[rel] = "file:" + hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 def populate(root: Path, files: dict[str, str]) -> Path:
@@ -73,13 +62,6 @@ def infer(world, out: Path, *extra: str) -> tuple[int, str, str]:
     return run_cli(["infer", "--config", str(INFER_CFG), *MODEL, *NO_MOTION, *QUIET,
                     f"inference.model_path={world['ckpt']}", f"data.root={world['data']}",
                     f"inference_out_root={out}", "inference.device=cpu", *extra])
-
-
-def one_error_line(rc: int, err: str, *needles: str) -> None:
-    assert rc == 2, err
-    assert err.count("\n") == 1 and err.startswith("error: "), err
-    for n in needles:
-        assert n in err, (n, err)
 
 
 # ------------------------------------------------------------------------------------------- foreign output roots

@@ -23,7 +23,9 @@ def tiny(*extra):
 
 
 def save(run, step, model, cfg, **kw):
-    return save_checkpoint(run, step, model, cfg, {"step": step}, **kw)
+    state = {"step": step, "optimizer": {}, "scheduler": {}, "rng": [], "sampler": {}, "nonfinite_total": 0,
+             "world_size": 1}  # the keys load_training_state requires
+    return save_checkpoint(run, step, model, cfg, state, **kw)
 
 
 def test_round_trip_file_run_dir_and_pretrained_dir(tmp_path):

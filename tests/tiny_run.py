@@ -1,10 +1,14 @@
 """What the reliability, fault and security tests share: the repository paths, a very small model, quiet logging,
 a small synthetic dataset (32x32, 12 frames, no COCO set) to train and infer on, and the console entry point run
-in this process."""
+in this process; a tree hash to prove that a refused command changed nothing on disk."""
 
 import contextlib
+import hashlib
 import io
+import os
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,3 +51,54 @@ def run_cli(args: list[str]) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = main(args)
     return rc, out.getvalue(), err.getvalue()
+
+
+def tree(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, str]:
+    """{relative path: kind + content hash} for everything under ``root`` (``skip``: subtrees left out)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        dirnames[:] = [n for n in dirnames if d / n not in skip]
+        for name in dirnames + filenames:
+            p = d / name
+            rel = p.relative_to(root).as_posix()
+            if p in skip:
+                continue
+            if p.is_symlink():
+                out[rel] = "link:" + os.readlink(p)
+            elif p.is_dir():
+                out[rel] = "dir"
+            elif not p.is_file():  # a FIFO or device: never read it
+                out[rel] = f"special:{p.stat().st_mode:o}"
+            else:
+                out[rel] = "file:" + hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+# Lines the training CLI legitimately prints to stderr before it reaches a problem (RunLogger notes).
+TRAIN_NOTES = ("stage ", "perceptual loss", "resuming from", "initialised from")
+
+
+def one_error_line(rc: int, err: str, *needles: str, notes: tuple[str, ...] = ()) -> None:
+    """Exit code 2 and exactly one line on stderr, ``error: ...``, holding every needle; before it only lines that
+    start with one of ``notes`` (e.g. TRAIN_NOTES), none by default."""
+    assert rc == 2, err
+    lines = err.splitlines()
+    assert err.endswith("\n") and lines and lines[-1].startswith("error: "), err
+    assert all(ln.startswith(notes) for ln in lines[:-1]) if notes else len(lines) == 1, err
+    for n in needles:
+        assert n in lines[-1], (n, err)
+
+
+def png_declaring(path: Path, width: int, height: int) -> Path:
+    """A valid 1x1 PNG whose header (IHDR, CRC fixed) claims ``width x height``: a few bytes that PIL would decode
+    into a huge canvas."""
+    from PIL import Image
+
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4: ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17: ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr: ihdr + 17])))
+    path.write_bytes(bytes(data))
+    return path

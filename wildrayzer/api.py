@@ -6,7 +6,11 @@
     out["cameras"], out["motion_masks"]
     views = model.render(out, c2w, fxfycxcy)
 
-Loads the config stored with the checkpoint; a wrong number of images is a clear error.
+Loads the config stored with the checkpoint. Inputs are checked, and a bad one is a one-line UserError: a wrong
+number of images, an empty image, a non-numeric dtype, NaN, floats outside [0, 1] (uint8 is /255, uint16 /65535;
+float images are never rescaled by guessing), an image above MAX_IMAGE_PIXELS (100 MP), non-finite or non-rigid
+cameras, fxfycxcy <= 0, more than MAX_RENDER_VIEWS cameras per call, and an interpolate count that is not an integer
+in 2..MAX_RENDER_VIEWS. PIL images of any mode (16-bit grayscale included) are read as the data loader reads files.
 """
 
 from __future__ import annotations
@@ -18,46 +22,141 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .data.frames import READ_ERRORS, check_image_pixels, pil_rgb
 from .errors import CheckpointError, UserError
 from .image_ops import resize_images
 from .infer.pipeline import Pipeline
 
+# A float image must lie in [0, 1]; values this far outside (resampling overshoot) are clamped, larger ones refused.
+FLOAT_TOLERANCE = 1e-3
+MAX_RENDER_VIEWS = 4096  # cameras per render() / interpolate() call: 4096 views at 256 px are 3.2 GB of output
+_TENSOR_KINDS = {torch.uint8: "uint8", **({torch.uint16: "uint16"} if hasattr(torch, "uint16") else {})}
 
-def _to_chw(img) -> Tensor:
-    """PIL image, (H, W[, C]) array (uint8 or float in [0, 1]) or (C, H, W) tensor -> float (3, H, W) in [0, 1]."""
+
+def _image_error(index: int, problem: str) -> UserError:
+    return UserError(f"image {index}: {problem}")
+
+
+def _check_size(index: int, height: int, width: int) -> None:
+    if height < 1 or width < 1:
+        raise _image_error(index, f"is empty ({height}x{width} pixels)")
+    check_image_pixels(width, height, f"image {index}", UserError)
+
+
+def _from_pil(index: int, img) -> Tensor:
+    _check_size(index, img.height, img.width)
+    try:  # a lazily opened image decodes here: its file may be truncated, corrupt, gone or closed
+        img.load()
+        rgb = pil_rgb(img)  # 16-bit modes as the loader reads them
+    except (*READ_ERRORS, AttributeError) as e:
+        msg = " ".join(str(e).split())[:120]
+        raise _image_error(index, f"the PIL image cannot be decoded ({type(e).__name__}: {msg})") from None
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
+
+
+def _scale(index: int, t: Tensor, kind: str) -> Tensor:
+    """t: float tensor holding the raw values of an image of dtype ``kind`` -> values in [0, 1]."""
+    if kind == "uint8":
+        return t / 255.0
+    if kind == "uint16":
+        return t / 65535.0
+    if not bool(torch.isfinite(t).all()):
+        raise _image_error(index, "holds NaN or infinite values")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < -FLOAT_TOLERANCE or hi > 1 + FLOAT_TOLERANCE:
+        hint = "; divide by 255 (or pass uint8)" if hi <= 255 + FLOAT_TOLERANCE and lo >= -FLOAT_TOLERANCE else ""
+        raise _image_error(index, f"float values must lie in [0, 1]; got values in [{lo:.4g}, {hi:.4g}]{hint}")
+    return t
+
+
+def _to_chw(img, index: int = 0) -> Tensor:
+    """PIL image, (H, W[, C]) array or (C, H, W) / (H, W) tensor -> float (3, H, W) in [0, 1].
+
+    uint8 is /255, uint16 /65535, floats must already lie in [0, 1] (NaN, infinity and other ranges are refused
+    rather than guessed); PIL images of any mode are read as the data loader reads files (16-bit grayscale scaled
+    by its maximum). Empty images, non-numeric dtypes and images above MAX_IMAGE_PIXELS are a UserError."""
+    if isinstance(img, (str, os.PathLike)):
+        raise _image_error(index, f"got the path {str(img)!r}; pass the image itself (e.g. PIL.Image.open(path))")
+    if hasattr(img, "convert") and hasattr(img, "mode"):
+        return _from_pil(index, img)
     if isinstance(img, Tensor):
-        t = img.detach().float().cpu()
-        if t.dim() == 2:
-            t = t[None]
-        if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
-            raise UserError(f"tensor images must be (C, H, W) with C in 1, 3, 4; got {tuple(img.shape)}")
-        t = t / 255.0 if img.dtype == torch.uint8 or t.max() > 1.5 else t
+        if img.dim() == 2:
+            img = img[None]
+        if img.dim() != 3 or img.shape[0] not in (1, 3, 4):
+            raise _image_error(index, f"tensor images must be (C, H, W) with C in 1, 3, 4; got {tuple(img.shape)}")
+        _check_size(index, img.shape[1], img.shape[2])
+        kind = _TENSOR_KINDS.get(img.dtype)
+        if kind is None and not img.is_floating_point():
+            raise _image_error(index, f"tensor dtype {str(img.dtype).replace('torch.', '')} is not an image type "
+                                      "(use uint8, or float in [0, 1])")
+        t = _scale(index, img.detach().cpu().float(), kind or "float")
     else:
-        arr = np.asarray(img.convert("RGB") if hasattr(img, "convert") else img)
+        try:
+            arr = np.asarray(img)
+        except Exception as e:  # noqa: BLE001 - ragged nested lists and odd objects fail in many ways
+            raise _image_error(index, f"cannot be read as an array ({type(e).__name__})") from None
         if arr.ndim == 2:
             arr = arr[..., None]
         if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
-            raise UserError(f"images must be (H, W[, C]) with C in 1, 3, 4; got shape {arr.shape}")
-        t = torch.tensor(arr, dtype=torch.float32).permute(2, 0, 1)  # a copy: PIL arrays are read-only
-        if arr.dtype == np.uint16:
-            t = t / 65535.0
-        elif arr.dtype == np.uint8 or t.max() > 1.5:
-            t = t / 255.0
+            raise _image_error(index, f"images must be (H, W[, C]) with C in 1, 3, 4; got shape {arr.shape}")
+        _check_size(index, arr.shape[0], arr.shape[1])
+        if arr.dtype == np.uint8 or arr.dtype == np.uint16:
+            kind = str(arr.dtype)
+        elif arr.dtype.kind == "f":
+            kind = "float"
+        else:
+            raise _image_error(index, f"array dtype {arr.dtype} is not an image type (use uint8, uint16, or float "
+                                      "in [0, 1])")
+        t = _scale(index, torch.tensor(arr, dtype=torch.float32).permute(2, 0, 1), kind)  # a copy
     if t.shape[0] == 1:
         t = t.expand(3, -1, -1)
     return t[:3].clamp(0, 1)
 
 
 def prepare_images(images, size: int) -> Tensor:
-    """A list of images of any sizes -> (V, 3, size, size): centre crop to square, then resize (antialiased)."""
+    """A non-empty list of images of any sizes -> (V, 3, size, size): centre crop to square, then resize
+    (antialiased). See :func:`_to_chw` for the accepted types and values."""
+    if isinstance(images, (Tensor, np.ndarray)) and images.ndim == 4:
+        images = list(images)
+    if not isinstance(images, (list, tuple)) or not images:
+        raise UserError("expected a non-empty list of images (PIL images, (H, W[, C]) arrays or (C, H, W) tensors)")
     out = []
-    for img in images:
-        t = _to_chw(img)
+    for i, img in enumerate(images):
+        t = _to_chw(img, i)
         h, w = t.shape[-2:]
         s = min(h, w)
         top, left = (h - s) // 2, (w - s) // 2
         out.append(resize_images(t[None, :, top: top + s, left: left + s], size, size)[0])
     return torch.stack(out).clamp(0, 1)
+
+
+def _cameras(c2w, fxfycxcy) -> tuple[Tensor, Tensor]:
+    """c2w: (T, 4, 4) or (4, 4), fxfycxcy: (T, 4) or (4,) -> checked float32 (T, 4, 4), (T, 4)."""
+    try:
+        c2w = torch.as_tensor(np.asarray(c2w, dtype=np.float64) if not isinstance(c2w, Tensor) else c2w,
+                              dtype=torch.float32)
+        k = torch.as_tensor(np.asarray(fxfycxcy, dtype=np.float64) if not isinstance(fxfycxcy, Tensor) else fxfycxcy,
+                            dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"render: c2w and fxfycxcy must be numeric arrays ({type(e).__name__})") from None
+    if c2w.dim() == 2:
+        c2w, k = c2w[None], k.reshape(1, -1)
+    if c2w.dim() != 3 or c2w.shape[1:] != (4, 4) or k.shape != (c2w.shape[0], 4):
+        raise UserError(f"render: expected c2w (T, 4, 4) and fxfycxcy (T, 4); got {tuple(c2w.shape)} and "
+                        f"{tuple(k.shape)}")
+    if c2w.shape[0] < 1 or c2w.shape[0] > MAX_RENDER_VIEWS:
+        raise UserError(f"render: {c2w.shape[0]} cameras; one call renders 1 to {MAX_RENDER_VIEWS} (MAX_RENDER_VIEWS)")
+    if not (bool(torch.isfinite(c2w).all()) and bool(torch.isfinite(k).all())):
+        raise UserError("render: c2w or fxfycxcy holds NaN or infinite values")
+    if bool((k <= 0).any()):
+        raise UserError(f"render: fxfycxcy must be positive pixels; got {k[(k <= 0).any(1)][0].tolist()}")
+    rot = c2w[:, :3, :3].double()
+    err = (rot.transpose(1, 2) @ rot - torch.eye(3, dtype=torch.float64)).abs().amax(dim=(1, 2))
+    if bool((err > 1e-3).any()):
+        i = int((err > 1e-3).nonzero()[0])
+        raise UserError(f"render: camera {i} is not a rigid pose (rotation block off orthonormal by {float(err[i]):.3g}"
+                        "; singular or scaled)")
+    return c2w, k
 
 
 def _release_file(folder: Path) -> Path:
@@ -122,7 +221,7 @@ class WildRayZer:
         if isinstance(images, (Tensor, np.ndarray)) and images.ndim == 4:  # (V, C, H, W) tensor / (V, H, W, C) array
             images = list(images)
         if not isinstance(images, (list, tuple)):
-            raise UserError("predict() takes a list of images")
+            raise UserError(f"predict() takes a list of images ({self.num_context_views}); got {type(images).__name__}")
         if len(images) != self.num_context_views:
             raise UserError(f"this model takes {self.num_context_views} input views; got {len(images)} images "
                             "(the view count is fixed at training time)")
@@ -137,15 +236,29 @@ class WildRayZer:
     def render(self, prediction: dict, c2w: Tensor, fxfycxcy: Tensor) -> Tensor:
         """Render the static scene of ``prediction`` from cameras c2w: (T, 4, 4) (same frame as the predicted
         cameras) and fxfycxcy: (T, 4) pixels at ``image_size`` -> (T, 3, S, S) in [0, 1]."""
-        c2w = torch.as_tensor(c2w, dtype=torch.float32)
-        fxfycxcy = torch.as_tensor(fxfycxcy, dtype=torch.float32)
-        if c2w.dim() == 2:
-            c2w, fxfycxcy = c2w[None], fxfycxcy.reshape(1, 4)
-        return self.pipeline.render(prediction["scene_tokens"], c2w[None], fxfycxcy[None])[0].cpu()
+        tokens = self._scene_tokens(prediction)
+        c2w, fxfycxcy = _cameras(c2w, fxfycxcy)
+        return self.pipeline.render(tokens, c2w[None], fxfycxcy[None])[0].cpu()
 
     def interpolate(self, prediction: dict, num_frames: int = 24) -> Tensor:
-        """Novel views along a smooth path (SLERP) through the predicted input cameras -> (T, 3, S, S)."""
+        """Novel views along a smooth path (SLERP) through the predicted input cameras -> (T, 3, S, S);
+        ``num_frames``: an integer from 2 to MAX_RENDER_VIEWS."""
         from .infer.video import camera_path
 
-        c2w, k = camera_path(prediction["cameras"]["c2w"], prediction["cameras"]["fxfycxcy"], num_frames)
+        if not isinstance(num_frames, (int, np.integer)) or isinstance(num_frames, bool) \
+                or not 2 <= num_frames <= MAX_RENDER_VIEWS:
+            raise UserError(f"interpolate: num_frames must be an integer from 2 to {MAX_RENDER_VIEWS}; got "
+                            f"{num_frames!r}")
+        self._scene_tokens(prediction)
+        cams = prediction.get("cameras")
+        if not isinstance(cams, dict) or "c2w" not in cams or "fxfycxcy" not in cams:
+            raise UserError("interpolate: the prediction has no 'cameras'; pass the dict returned by predict()")
+        c2w, k = _cameras(cams["c2w"], cams["fxfycxcy"])
+        c2w, k = camera_path(c2w, k, int(num_frames))
         return self.render(prediction, c2w, k)
+
+    def _scene_tokens(self, prediction) -> Tensor:
+        tokens = prediction.get("scene_tokens") if isinstance(prediction, dict) else None
+        if not isinstance(tokens, Tensor) or tokens.dim() != 3:
+            raise UserError("render: the prediction has no 'scene_tokens'; pass the dict returned by predict()")
+        return tokens

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
+from .fileio import read_capped
 
 
 @dataclass
@@ -213,19 +214,74 @@ def _check_keys(tree: Any, where: str, prefix: str = "", known: set[str] | None 
             _check_keys(v, where, path + ".", known)
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # a config file (real ones are a few KB)
+MAX_YAML_NODES = 100_000  # YAML nodes after expanding every alias: a 'billion laughs' document is refused
+MAX_YAML_DEPTH = 64
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses, before constructing anything, a document whose nodes (counting each alias
+    as a full copy of what it names) exceed MAX_YAML_NODES, that nests deeper than MAX_YAML_DEPTH, or whose aliases
+    are recursive. Anchors and aliases of ordinary size keep working."""
+
+    def construct_document(self, node):
+        sizes: dict[int, int] = {}
+
+        def size(n, depth: int, open_: set[int]) -> int:
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"nests more than {MAX_YAML_DEPTH} levels deep")
+            if id(n) in sizes:
+                return sizes[id(n)]
+            if id(n) in open_:
+                raise ConfigError("has a recursive alias (an anchor used inside itself)")
+            open_.add(id(n))
+            children = [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else (
+                n.value if isinstance(n, yaml.SequenceNode) else [])
+            total = 1
+            for c in children:
+                total += size(c, depth + 1, open_)
+                if total > MAX_YAML_NODES:
+                    raise ConfigError(f"expands to more than {MAX_YAML_NODES} values (anchors/aliases: a 'billion "
+                                      "laughs' document)")
+            open_.discard(id(n))
+            sizes[id(n)] = total
+            return total
+
+        size(node, 1, set())
+        return super().construct_document(node)
+
+
+def safe_yaml(text: str, where: str):
+    """``yaml.safe_load`` with the bounds of :class:`_BoundedLoader`; every failure is one ConfigError line."""
+    loader = _BoundedLoader(text)  # what yaml.safe_load does, with the bounded SafeLoader subclass
+    try:
+        return loader.get_single_data()
+    except ConfigError as e:
+        raise ConfigError(f"{where} {e}; it cannot be a WildRayZer config") from None
+    except RecursionError:
+        raise ConfigError(f"{where} nests more than {MAX_YAML_DEPTH} levels deep; it cannot be a WildRayZer "
+                          "config") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{where} is not valid YAML{line}") from None
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    """Read a YAML config and the chain of ``base:`` files it extends; later files win."""
+    """Read a YAML config and the chain of ``base:`` files it extends; later files win. Each file must be a regular
+    file of at most MAX_CONFIG_BYTES (a FIFO or device is refused without being read)."""
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"config file {path} extends itself through 'base:'")
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+        text = read_capped(path, "config file", ConfigError, MAX_CONFIG_BYTES).decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path} ({type(e).__name__}); it must be UTF-8 YAML") from None
+    data = safe_yaml(text, f"config file {path}") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must contain a mapping at top level")
     base = data.pop("base", None)
@@ -263,7 +319,7 @@ def parse_dotlist(overrides: list[str]) -> dict:
         key = key.strip().lstrip("+")
         if not key:
             raise ConfigError(f"override '{item}' has an empty key")
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = safe_yaml(value, f"override '{item}'") if value.strip() else ""
         node = tree
         parts = key.split(".")
         for p in parts[:-1]:

@@ -72,6 +72,10 @@ def _import(args) -> int:
 
     if args.every < 1:
         raise UserError("--every must be >= 1")
+    if args.max_frames < 0 or args.res < 0:
+        raise UserError("--max-frames and --res must be >= 0 (0: all frames / keep the size)")
+    if not 0 < args.fov < 180:
+        raise UserError(f"--fov {args.fov} is not a field of view; give degrees between 0 and 180 (default 60)")
     if args.images is not None:
         frames, source = image_frames(args.images), str(args.images)
         scene = args.scene or args.images.resolve().name

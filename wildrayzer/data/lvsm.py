@@ -8,12 +8,15 @@ Path resolution (both absolute and relative paths work):
 * an ``image_path`` is absolute, or relative to the split directory, the metadata file's directory, its parent,
   or the working directory (decided once per scene from its first frame).
 
-The index (all metadata parsed and validated) is built once in ``__init__``; workers only read images.
+The index (all metadata parsed and validated) is built once in ``__init__``; workers only read images. Refused
+while indexing (one line naming the file): a list file naming one scene twice; cameras that are non-finite, not an
+invertible rigid pose (bottom row [0, 0, 0, 1], orthonormal rotation) or with fx, fy, cx, cy <= 0; view indices
+that are not integers, out of range, or repeat a context view. Files must be regular files (no FIFOs or devices);
+metadata, list and view-index files at most 64 MiB and 64 levels deep (see :mod:`wildrayzer.fileio`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +26,52 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from ..errors import DataError
+from ..fileio import load_json, read_capped
 from ..geometry import w2c_to_c2w
 from .frames import READ_ERRORS, adjust_intrinsics, read_rgb, resize_crop, to_chw
 
 log = logging.getLogger(__name__)
+
+
+def _is_index(x) -> bool:
+    """A JSON integer (not a bool, not 1.0 or "1")."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _numbers(value) -> np.ndarray:
+    """Nested lists of JSON numbers -> float64 array; a string, boolean or null anywhere is a ValueError (numpy would
+    turn "1" and true into 1.0 without a word)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack.extend(v)
+        elif type(v) not in (int, float):
+            raise ValueError(f"fxfycxcy and w2c must hold numbers, not {type(v).__name__} values like {v!r:.20}")
+    return np.array(value, dtype=np.float64)
+
+
+def camera_problem(fxfycxcy: np.ndarray, w2c: np.ndarray, tol: float = 1e-3) -> str | None:
+    """fxfycxcy: (F, 4) pixels, w2c: (F, 4, 4) -> what is wrong with the first bad frame's camera, or None.
+
+    Every value finite; fx, fy, cx, cy > 0; w2c an invertible rigid pose: bottom row [0, 0, 0, 1] and an
+    orthonormal rotation block (|R^T R - I| <= ``tol``), which is what :func:`~wildrayzer.geometry.invert_pose`
+    assumes."""
+    for i in range(len(w2c)):
+        k, pose = fxfycxcy[i], w2c[i]
+        if not np.isfinite(pose).all():
+            return f"frame {i} has a non-finite w2c (NaN or infinity)"
+        if not np.isfinite(k).all():
+            return f"frame {i} has a non-finite fxfycxcy (NaN or infinity)"
+        if (k <= 0).any():
+            return (f"frame {i} has fxfycxcy {k.tolist()} with a value <= 0 (focal lengths and principal point are "
+                    "positive pixels)")
+        rot = pose[:3, :3]
+        err = float(np.abs(rot.T @ rot - np.eye(3)).max())
+        if err > tol or np.abs(pose[3] - [0.0, 0.0, 0.0, 1.0]).max() > tol:
+            return (f"frame {i} has a w2c that is not an invertible rigid camera pose (bottom row {pose[3].tolist()}, "
+                    f"rotation block off orthonormal by {err:.3g}; singular or scaled)")
+    return None
 
 
 @dataclass
@@ -85,32 +130,46 @@ class LVSMDataset(Dataset):
         log.warning("skipped: %s", msg)
 
     def _read_index(self, list_path: Path) -> list[SceneRecord]:
-        if not list_path.is_file():
-            raise DataError(f"list file {list_path} not found; set data.list_file (relative to {self.split_dir})")
         try:
-            lines = [ln.strip() for ln in list_path.read_text().splitlines()]
+            lines = [ln.strip() for ln in read_capped(list_path, "list file", DataError).decode("utf-8").splitlines()]
+        except FileNotFoundError:
+            raise DataError(f"list file {list_path} not found; set data.list_file (relative to {self.split_dir})") \
+                from None
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"cannot read list file {list_path} ({e.__class__.__name__}); fix or regenerate it") \
                 from None
         lines = [ln for ln in lines if ln and not ln.startswith("#")]
         if not lines:
             raise DataError(f"list file {list_path} is empty; it must name one metadata JSON per line")
-        records = []
+        records, seen_files, seen_names = [], {}, {}
         for line in lines:
             meta = _resolve(line, [list_path.parent, Path.cwd()])
             if meta is None:
                 self._fail(f"metadata file '{line}' listed in {list_path} not found; fix the list or the file")
                 continue
+            key = meta.resolve()
+            if key in seen_files:  # a scene listed twice would be trained on twice as often / evaluated twice
+                raise DataError(f"list file {list_path} names metadata '{line}' twice (also as '{seen_files[key]}'); "
+                                "list each scene once")
+            seen_files[key] = line
             rec = self._parse_metadata(meta)
-            if rec is not None:
-                records.append(rec)
+            if rec is None:
+                continue
+            if rec.name in seen_names:
+                raise DataError(f"list file {list_path} names scene '{rec.name}' twice ({seen_names[rec.name]} and "
+                                f"{meta}); list each scene once")
+            seen_names[rec.name] = meta
+            records.append(rec)
         return records
 
     def _parse_metadata(self, path: Path) -> SceneRecord | None:
         scene = path.stem
         try:
-            meta = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            meta = load_json(path, "metadata file", DataError)
+        except DataError as e:  # a FIFO, device, or a file too large or too deeply nested
+            self._fail(f"scene '{scene}': {e}")
+            return None
+        except (OSError, ValueError) as e:
             self._fail(f"scene '{scene}': metadata {path} is not valid JSON ({e.__class__.__name__}); regenerate it")
             return None
         try:
@@ -118,8 +177,7 @@ class LVSMDataset(Dataset):
             frames = meta["frames"]
             if not isinstance(frames, list) or not frames:
                 raise ValueError("'frames' must be a non-empty list")
-            fxfycxcy = np.array([f["fxfycxcy"] for f in frames], dtype=np.float64)
-            w2c = np.array([f["w2c"] for f in frames], dtype=np.float64)
+            fxfycxcy, w2c = _numbers([f["fxfycxcy"] for f in frames]), _numbers([f["w2c"] for f in frames])
             rels = [str(f["image_path"]) for f in frames]
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             what = f"missing key {e}" if isinstance(e, KeyError) else str(e)
@@ -130,8 +188,9 @@ class LVSMDataset(Dataset):
             self._fail(f"scene '{scene}': metadata {path} has fxfycxcy of shape {fxfycxcy.shape[1:]} / w2c of shape "
                        f"{w2c.shape[1:]}; expected 4 and 4x4")
             return None
-        if not (np.isfinite(fxfycxcy).all() and np.isfinite(w2c).all()) or (fxfycxcy[:, :2] <= 0).any():
-            self._fail(f"scene '{scene}': metadata {path} has non-finite w2c/fxfycxcy or a focal <= 0; fix the file")
+        problem = camera_problem(fxfycxcy, w2c)
+        if problem:
+            self._fail(f"scene '{scene}': metadata {path}: {problem}; fix the file")
             return None
         first = Path(rels[0])
         bases = [self.split_dir, path.parent, path.parent.parent, Path.cwd()]
@@ -155,11 +214,11 @@ class LVSMDataset(Dataset):
             return [(i, None) for i in ok]
         path = self.split_dir / view_idx_file
         try:
-            table = json.loads(path.read_text())
+            table = load_json(path, "view index file", DataError)
         except FileNotFoundError:
             raise DataError(f"view index file {path} not found; set data.view_idx_file (relative to "
                             f"{self.split_dir}) or '' to sample views") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:
             raise DataError(f"view index file {path} is not valid JSON ({e.__class__.__name__}); fix it") from None
         if not isinstance(table, dict):
             raise DataError(f"view index file {path} must map scene -> {{'context': [...], 'target': [...]}} | null")
@@ -175,15 +234,25 @@ class LVSMDataset(Dataset):
         return items
 
     def _check_views(self, rec: SceneRecord, entry, path: Path) -> tuple[list[int], list[int]] | None:
-        try:
-            ctx, tgt = [int(x) for x in entry["context"]], [int(x) for x in entry["target"]]
-        except (KeyError, TypeError, ValueError):
+        lists = (entry.get("context"), entry.get("target")) if isinstance(entry, dict) else (None, None)
+        if not all(isinstance(v, list) for v in lists):
             self._fail(f"scene '{rec.name}': entry in {path} must be {{'context': [ints], 'target': [ints]}}")
             return None
+        not_int = [x for x in lists[0] + lists[1] if not _is_index(x)]
+        if not_int:
+            self._fail(f"scene '{rec.name}': view index {not_int[0]!r} in {path} is not an integer; view indices are "
+                       "frame numbers (0, 1, ...)")
+            return None
+        ctx, tgt = [int(x) for x in lists[0]], [int(x) for x in lists[1]]
         n = len(rec.image_paths)
         bad = [x for x in ctx + tgt if not 0 <= x < n]
         if bad:
             self._fail(f"scene '{rec.name}': view index {bad[0]} in {path} is out of range for its {n} frames")
+            return None
+        repeated = [x for i, x in enumerate(ctx) if x in ctx[:i]]
+        if repeated:  # two identical inputs: the model would see one view where it needs two
+            self._fail(f"scene '{rec.name}': context view {repeated[0]} is listed twice in {path}; context views must "
+                       "be different frames")
             return None
         if len(ctx) != self.num_context or len(tgt) < self.num_target:
             self._fail(f"scene '{rec.name}': {path} gives {len(ctx)} context / {len(tgt)} target views; the model "

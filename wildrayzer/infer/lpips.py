@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wildrayzer.errors import UserError
+from wildrayzer.fileio import check_regular_file
 
 # torchvision `features` layouts: ("C", in, out, kernel, stride, pad) | ("R",) | ("M", kernel, stride).
 _ALEX_LAYERS = [("C", 3, 64, 11, 4, 2), ("R",), ("M", 3, 2), ("C", 64, 192, 5, 1, 2), ("R",), ("M", 3, 2),
@@ -126,6 +127,10 @@ class LPIPS(nn.Module):
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    try:
+        check_regular_file(path, "LPIPS weights", UserError)  # a FIFO would block the reader forever
+    except FileNotFoundError:
+        raise UserError(f"LPIPS weights {path} not found") from None
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

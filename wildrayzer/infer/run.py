@@ -8,7 +8,9 @@ the metrics (``metrics.json``), prints the table and writes ``index.html``.
 
 Inference deletes or overwrites only what it can prove it wrote: the output root must be new, empty, or carry the
 ``.wildrayzer-output`` marker written on first use; a scene folder (or temp folder) is replaced only when it carries
-``.wildrayzer-scene`` (see :mod:`.scene_io`). Anything else is a one-line error before anything is written.
+``.wildrayzer-scene`` (see :mod:`.scene_io`). Anything else is a one-line error before anything is written. The
+dataset index, the checkpoint and the LPIPS weights are read before the output root is created, so a bad input
+leaves no output folder behind.
 """
 
 from __future__ import annotations
@@ -61,9 +63,10 @@ def check_unused_options(cfg) -> None:
                         "ground truth (set it to true)")
 
 
-def check_output_root(out_root: Path, data_root: Path) -> None:
+def check_output_root(out_root: Path, data_root: Path, claim: bool = True) -> None:
     """The output root must be writable, must not sit inside the dataset, and must be new, empty or already marked
-    as a WildRayZer output folder (a folder holding anything else is refused before anything is written). Marks it."""
+    as a WildRayZer output folder (a folder holding anything else is refused before anything is written). With
+    ``claim`` it is then created, probed for writing and marked; without, nothing is written (the early check)."""
     o, d = out_root.resolve(), data_root.resolve()
     if o == d or d in o.parents:
         raise UserError(f"inference_out_root={out_root} lies inside the dataset {data_root}; choose a folder outside "
@@ -76,6 +79,8 @@ def check_output_root(out_root: Path, data_root: Path) -> None:
             raise UserError(f"inference_out_root={out_root} is not empty ({shown}) and was not created by WildRayZer "
                             f"(no {ROOT_MARKER} marker); inference never overwrites or deletes what it did not write: "
                             "use a new or empty folder (e.g. experiments/evaluation/<name>)")
+        if not claim:
+            return
         o.mkdir(parents=True, exist_ok=True)
         probe = o / f".write_test.{os.getpid()}"  # per process: torchrun ranks probe at the same time
         probe.write_text("ok")
@@ -105,7 +110,7 @@ def run_inference(cfg, progress: bool = True) -> dict:
     out_root = Path(cfg.inference_out_root)
     check_unused_options(cfg)
     check_checkpoint_exists(cfg.inference.model_path)
-    check_output_root(out_root, Path(cfg.data.root))
+    check_output_root(out_root, Path(cfg.data.root), claim=False)
     info = init_distributed(cfg.inference.device)
     try:
         # Loaded on the CPU, then moved to this rank's device: device="auto" here would select (and make current)
@@ -123,6 +128,7 @@ def run_inference(cfg, progress: bool = True) -> dict:
         if n == 0:
             raise UserError(f"no evaluation scenes found under {cfg.data.root}/{cfg.data.split}")
         names = [dataset.scenes[dataset.items[i][0]].name for i in range(n)]
+        check_output_root(out_root, Path(cfg.data.root))  # model, LPIPS and data are good: only now is it created
         taken: set[str] = set()
         dirs = [safe_scene_dirname(s, taken) for s in names]
         check_scene_targets(out_root, dirs)  # every rank, read-only, before rank 0 clears anything

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -28,7 +29,7 @@ from torch import nn
 
 from ..config import from_container, to_container, to_yaml
 from ..errors import CheckpointError, UserError
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes, check_regular_file, open_regular, read_capped
 
 FORMAT = "wildrayzer-checkpoint-v1"
 LATEST = "ckpt_LATEST"
@@ -37,6 +38,7 @@ _STEM = re.compile(r"^ckpt_(\d{8})$")
 ARCH_KEYS = ("image_size", "patch_size", "dim", "heads", "mlp_ratio", "camera_layers", "scene_layers",
              "renderer_layers", "motion_layers", "num_latents", "num_context_views", "num_target_views", "qk_norm",
              "use_motion_mask", "motion_heads", "motion_upsample_steps")
+log = logging.getLogger(__name__)
 
 
 class LoadedCheckpoint(NamedTuple):
@@ -102,9 +104,10 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """Weights file LATEST points to, or None when the run has no checkpoint yet."""
     ckpt_dir = Path(run_dir) / "checkpoints"
     pointer = ckpt_dir / LATEST
-    if not pointer.is_file():
+    try:
+        stem = read_capped(pointer, "checkpoint pointer", CheckpointError, 4096).decode("utf-8", "replace").strip()
+    except FileNotFoundError:
         return None
-    stem = pointer.read_text().strip()
     weights = ckpt_dir / f"{stem}.safetensors"
     if not _STEM.match(stem) or not weights.is_file():
         raise CheckpointError(f"{pointer} names '{stem}', which is not a checkpoint in {ckpt_dir}")
@@ -115,11 +118,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """A ``.safetensors`` file, a run directory (follows checkpoints/ckpt_LATEST), its ``checkpoints/`` folder, or
     a pretrained directory (``model.safetensors``) -> the weights file."""
     p = Path(path)
-    if p.is_file():
-        return p
+    if p.exists() and not p.is_dir():
+        return check_regular_file(p, "checkpoint", CheckpointError)
     if p.is_dir():
-        if (p / "model.safetensors").is_file():
-            return p / "model.safetensors"
+        if (p / "model.safetensors").exists():
+            return check_regular_file(p / "model.safetensors", "checkpoint", CheckpointError)
         for run_dir in (p, p.parent):
             if (run_dir / "checkpoints" / LATEST).is_file():
                 return latest_checkpoint(run_dir)
@@ -127,9 +130,18 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"checkpoint not found: {p}")
 
 
+def _check_file(path: Path) -> None:
+    """A checkpoint must be a regular file: safetensors would wait forever on a FIFO."""
+    try:
+        check_regular_file(path, "checkpoint", CheckpointError)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+
+
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """-> (state dict, header metadata) of a WildRayZer safetensors file; CheckpointError for anything else."""
     path = Path(path)
+    _check_file(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
@@ -146,6 +158,8 @@ def stored_config(meta: dict[str, str], where: str):
         stored = json.loads(meta["config"])
     except ValueError as e:
         raise CheckpointError(f"{where}: stored config is unreadable ({e})") from e
+    except RecursionError:
+        raise CheckpointError(f"{where}: stored config is nested too deeply to be a WildRayZer config") from None
     model = stored.get("model") if isinstance(stored, dict) else None
     if isinstance(model, dict) and ("motion_fusion" in model or "camera_pose_input" in model):
         raise CheckpointError(f"{where} was written by WildRayZer 0.1 (its own model layout, before the release "
@@ -183,8 +197,40 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: s
         parts = [f"{name}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''}"
                  for name, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items]
         raise CheckpointError(f"{where} does not fit the model; " + "; ".join(parts))
+    state = check_dtypes(state, own, where)
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"{where}: tensor '{bad}' holds NaN or infinite values; the checkpoint is corrupt or "
+                              "from a diverged run: use an earlier checkpoint")
     model.load_state_dict({k: v for k, v in state.items()}, strict=False)
     return allowed
+
+
+# dtypes a float32 tensor may be stored in and read back exactly (every value of them is a float32 value)
+_LOSSLESS_TO = {torch.float32: (torch.float16, torch.bfloat16)}
+
+
+def check_dtypes(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], where: str) -> dict:
+    """``state`` with every tensor in the dtype of the model's own tensor of that key. A float16 / bfloat16 tensor
+    for a float32 parameter is cast (exact) and said once in the log; any other difference (float64, integers,
+    bool) is a CheckpointError naming the first such key."""
+    cast, out = [], dict(state)
+    for k, v in state.items():
+        want = own[k].dtype if k in own else v.dtype
+        if v.dtype == want:
+            continue
+        if v.dtype in _LOSSLESS_TO.get(want, ()):
+            out[k] = v.to(want)
+            cast.append(k)
+            continue
+        raise CheckpointError(f"{where}: tensor '{k}' is stored as {str(v.dtype).replace('torch.', '')} but the "
+                              f"model holds {str(want).replace('torch.', '')}; re-save the checkpoint in "
+                              f"{str(want).replace('torch.', '')} (only float16/bfloat16 -> float32 is cast)")
+    if cast:
+        kinds = sorted({str(state[k].dtype).replace("torch.", "") for k in cast})
+        log.warning("%s: %d tensor(s) stored as %s were cast to float32 (exact), e.g. '%s'", where, len(cast),
+                    "/".join(kinds), cast[0])
+    return out
 
 
 MAX_PARAMS_ENV = "WILDRAYZER_MAX_PARAMS"
@@ -202,6 +248,7 @@ def max_params() -> int:
 def read_header(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
     """-> (metadata, {key: shape}) of a WildRayZer safetensors file, reading no tensor data."""
     path = Path(path)
+    _check_file(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
@@ -264,12 +311,39 @@ def load_model_checkpoint(path: str | Path, expected_cfg=None) -> LoadedCheckpoi
     return LoadedCheckpoint(model.eval(), cfg, meta, weights)
 
 
+# What a training state must hold to resume (key -> accepted types); written by the training loop.
+STATE_KEYS = {"step": int, "optimizer": dict, "scheduler": dict, "rng": list, "sampler": dict, "nonfinite_total": int,
+              "world_size": int}
+
+
 def load_training_state(weights: Path) -> dict:
-    """The ``.state.pt`` beside a weights file, loaded with ``weights_only=True``."""
+    """The ``.state.pt`` beside a weights file, loaded with ``weights_only=True``; a missing, unreadable, non-regular
+    file, or one without the keys and types of :data:`STATE_KEYS`, is a CheckpointError naming the file and key."""
     path = weights.with_name(weights.name.replace(".safetensors", ".state.pt"))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path, "training state", CheckpointError) as f:
+            st = torch.load(f, map_location="cpu", weights_only=True)
     except FileNotFoundError as e:
         raise CheckpointError(f"training state {path} is missing; cannot resume from {weights}") from e
+    except CheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"training state {path} is unreadable ({type(e).__name__}: {e})") from e
+        msg = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"training state {path} is unreadable ({type(e).__name__}: {msg})") from e
+    problem = None
+    if not isinstance(st, dict):
+        problem = f"it holds a {type(st).__name__}, not a dict"
+    else:
+        for key, typ in STATE_KEYS.items():
+            if key not in st:
+                problem = f"key '{key}' is missing"
+            elif not isinstance(st[key], typ) or isinstance(st[key], bool):
+                problem = f"key '{key}' is a {type(st[key]).__name__}, not a {typ.__name__}"
+            elif typ is int and st[key] < (1 if key == "world_size" else 0):
+                problem = f"key '{key}' is {st[key]}"
+            if problem:
+                break
+    if problem:
+        raise CheckpointError(f"training state {path} is not a WildRayZer training state ({problem}); cannot resume "
+                              f"from {weights}: delete that checkpoint's files or start a new run")
+    return st

@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import yaml
-
 
 class RunLogger:
     """``note(msg)`` prints a line; ``log(step, scalars)`` goes to TensorBoard and wandb, and -- without a progress bar
@@ -39,7 +37,13 @@ class RunLogger:
         key = None
         keys_path = Path(lcfg.api_keys_path)
         if keys_path.is_file():
-            key = (yaml.safe_load(keys_path.read_text()) or {}).get("wandb")
+            from ..config import safe_yaml
+            from ..errors import ConfigError
+            from ..fileio import read_capped
+
+            keys = safe_yaml(read_capped(keys_path, "logging.api_keys_path", ConfigError, 65536).decode("utf-8",
+                             "replace"), f"logging.api_keys_path {keys_path}") or {}
+            key = keys.get("wandb") if isinstance(keys, dict) else None
         if lcfg.wandb == "online" and not key:
             self.note(f"wandb: no 'wandb' key in {keys_path}; wandb logging off (TensorBoard still on)")
             return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..config import to_yaml
-from ..errors import ConfigError, UserError
+from ..errors import CheckpointError, ConfigError, UserError
 from ..fileio import check_name
 from .checkpoint import (
     atomic_write_bytes,
@@ -82,6 +83,39 @@ def _wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
     return DDP(model, device_ids=ids, broadcast_buffers=False)
 
 
+def _first_nonfinite_param(model: nn.Module) -> str | None:
+    """Name of the first parameter holding NaN or infinity, or None (checked before every checkpoint write)."""
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            return name
+    return None
+
+
+def _apply_training_state(st: dict, weights: Path, optimizer, scheduler, loader, info: DistInfo,
+                          log) -> tuple[int, int]:
+    """Restore optimizer, scheduler, sampler and RNG from a checked ``.state.pt`` -> (step, nonfinite_total); a state
+    that does not fit this run (other parameter groups, truncated RNG list, ...) is one CheckpointError line."""
+    part = "optimizer"
+    try:
+        optimizer.load_state_dict(st["optimizer"])
+        part = "scheduler"
+        scheduler.load_state_dict(st["scheduler"])
+        part = "sampler"
+        loader.load_state_dict(st["sampler"])
+        if st["world_size"] == info.world_size:
+            part = "rng"
+            restore_rng(st["rng"][info.rank])
+        else:
+            log(f"resume: world size changed {st['world_size']} -> {info.world_size}; RNG streams re-seeded")
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as e:
+        msg = " ".join(str(e).split())[:160]
+        path = weights.with_name(weights.name.replace(".safetensors", ".state.pt"))
+        raise CheckpointError(f"training state {path}: its '{part}' entry does not fit this run "
+                              f"({type(e).__name__}: {msg}); delete that checkpoint's files or start a new run") \
+            from None
+    return st["step"], st["nonfinite_total"]
+
+
 def train(cfg, dataset=None, fault_hook=None) -> dict:
     """Train ``cfg.training.stage`` to ``cfg.training.max_steps``.
 
@@ -122,16 +156,15 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
     latest = latest_checkpoint(run_dir) if t.resume else None
     logger = RunLogger(cfg, run_dir, info.is_main, start_step=0, total_steps=t.max_steps)
     log = logger.note
+    resume_state = None
     if latest is not None:
         state, meta = read_weights(latest)
         check_arch(cfg.model, stored_config(meta, str(latest)).model, f"resume checkpoint {latest}")
         load_state_strict(model, state, f"resume checkpoint {latest}")
+        resume_state = load_training_state(latest)  # checked before anything of this run is written
         log(f"resuming from {latest}" + (" (training.init_from ignored)" if t.init_from else ""))
     elif t.init_from:
         init_from_checkpoint(model, cfg, t.init_from, log)
-    if info.is_main:
-        atomic_write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
-        atomic_write_bytes(run_dir / "git_sha.txt", _git_sha().encode())
 
     names = apply_trainable(model, t.stage, t.freeze_parts)
     model.to(device).train()
@@ -153,22 +186,19 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
                          pin_memory=device.type == "cuda")
     seed_everything(t.seed + 7919 * info.rank)  # per-rank stream for data augmentation / view sampling
     step, nonfinite_total = 0, 0
-    if latest is not None:
-        st = load_training_state(latest)
-        optimizer.load_state_dict(st["optimizer"])
-        scheduler.load_state_dict(st["scheduler"])
-        loader.load_state_dict(st["sampler"])
-        step, nonfinite_total = int(st["step"]), int(st["nonfinite_total"])
-        if int(st["world_size"]) == info.world_size:
-            restore_rng(st["rng"][info.rank])
-        else:
-            log(f"resume: world size changed {st['world_size']} -> {info.world_size}; RNG streams re-seeded")
+    if resume_state is not None:
+        step, nonfinite_total = _apply_training_state(resume_state, latest, optimizer, scheduler, loader, info, log)
+    if info.is_main:  # only once data, checkpoint and training state are known to be good
+        atomic_write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
+        atomic_write_bytes(run_dir / "git_sha.txt", _git_sha().encode())
     if logger.bar is not None:
         logger.bar.n = logger.bar.last_print_n = step
 
     amp = _amp_context(cfg, device)
     accum = max(1, t.grad_accum_steps)
     consecutive, last_ckpt = 0, latest
+    good_steps = 0  # finite steps of this invocation: none yet -> no checkpoint is written
+    first_step = step
     t_last, steps_since = time.perf_counter(), 0
     try:
         while step < t.max_steps:
@@ -202,8 +232,11 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
             else:
                 optimizer.step()
                 consecutive = 0
+                good_steps += 1
             optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            with warnings.catch_warnings():  # a skipped first step is deliberate, not torch's "wrong order" mistake
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                scheduler.step()
             step += 1
             steps_since += 1
             if info.is_main:
@@ -219,6 +252,19 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
                 logger.log(step, scalars)
                 t_last, steps_since = time.perf_counter(), 0
             if step % t.checkpoint_every == 0 or step == t.max_steps:
+                if good_steps == 0:  # nothing learned yet: the weights are the start's, LATEST stays as it is
+                    if step == t.max_steps:
+                        raise TrainingDivergedError(
+                            f"all {step - first_step} steps of this run were non-finite (loss or gradient NaN/inf); "
+                            f"no checkpoint written, last good checkpoint: {last_ckpt or 'none'}. Lower "
+                            "training.lr or check the data")
+                    log(f"step {step}: no finite step yet in this run; checkpoint not written")
+                    continue
+                bad_param = _first_nonfinite_param(model)
+                if any_true(bad_param is not None, info):
+                    raise TrainingDivergedError(
+                        f"weights turned non-finite by step {step} ({bad_param or 'on another rank'}); no checkpoint "
+                        f"written, last good checkpoint: {last_ckpt or 'none'}. Lower training.lr or check the data")
                 rngs = gather_objects(capture_rng(), info)
                 write_error = None
                 if info.is_main:

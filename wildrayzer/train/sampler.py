@@ -53,7 +53,10 @@ class EpochLoader:
         return {"epoch": self.epoch, "consumed": self.consumed}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
+        epoch, consumed = int(state["epoch"]), int(state["consumed"])
+        if epoch < 0 or consumed < 0:
+            raise ValueError(f"sampler position epoch={epoch}, consumed={consumed} is negative")
+        self.epoch, self.consumed = epoch, consumed
         self._it = None
 
     def _start_epoch(self) -> None:
