@@ -82,9 +82,9 @@ def evaluate_rows(dirs: dict, views: int, max_scenes: int, full_only: bool) -> l
     add("stage 1 RayZer (no masks)", evaluate(dyn, views, pipe=Pipeline.load(dirs[1], device="cpu"),
                                               max_scenes=max_scenes, desc="stage 1"))
     s2 = Pipeline.load(dirs[2], device="cpu")
-    s2.model.cfg.use_mae_masking = False
+    s2.model.use_mae_masking = False
     add("+ motion estimator (stage 2)", evaluate(dyn, views, pipe=s2, max_scenes=max_scenes, desc="stage 2"))
-    s2.model.cfg.use_mae_masking = True
+    s2.model.use_mae_masking = True
     add("+ MAE masking (stage 2 masks, no retraining)", evaluate(dyn, views, pipe=s2, max_scenes=max_scenes,
                                                                  desc="stage 2 + MAE"))
     add("full WildRayZer (stage 3 + copy-paste)", evaluate(dyn, views, pipe=Pipeline.load(dirs[3], device="cpu"),

@@ -29,7 +29,6 @@ class WildRayZer(nn.Module):
     def __init__(self, model_cfg, semantic_dim: int = 0):
         super().__init__()
         m = model_cfg
-        self.cfg = m
         self.num_context = m.num_context_views
         self.num_views = m.num_context_views + m.num_target_views
         self.patch = m.patch_size
