@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_run import photos
 
 from wildrayzer.cli import main as cli_main
 from wildrayzer.config import load_config
@@ -104,26 +105,17 @@ def test_import_errors_exit_2(tmp_path, capsys):
 
 def test_reimport_replaces_whole_scene_or_nothing(tmp_path, capsys):
     """Re-importing a scene name: a failed import leaves the old scene intact; a good one leaves no stale frames."""
-    def photos(name, n, bad_at=None):
-        d = tmp_path / name
-        d.mkdir()
-        for i in range(n):
-            if i == bad_at:
-                (d / f"{i:02d}.png").write_bytes(b"truncated")
-            else:
-                Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(d / f"{i:02d}.png")
-        return d
 
     out = tmp_path / "tree"
     args = ["data", "import", "--out", str(out), "--scene", "room", "--res", "0"]
-    assert cli_main([*args, "--images", str(photos("v1", 5))]) == 0
+    assert cli_main([*args, "--images", str(photos(tmp_path, 5, name="v1"))]) == 0
     before = {p.name: p.read_bytes() for p in (out / "test").rglob("*") if p.is_file()}
-    assert cli_main([*args, "--images", str(photos("v2", 4, bad_at=3))]) == 2  # fails on the last frame
+    assert cli_main([*args, "--images", str(photos(tmp_path, 4, bad_at=3, name="v2"))]) == 2  # fails on the last frame
     assert "cannot read image" in capsys.readouterr().err
     after = {p.name: p.read_bytes() for p in (out / "test").rglob("*") if p.is_file()}
     assert after == before, "a failed re-import changed the existing scene"
     assert [p.name for p in (out / "test" / "images").iterdir()] == ["room"], "staging folder left behind"
-    assert cli_main([*args, "--images", str(photos("v3", 3))]) == 0
+    assert cli_main([*args, "--images", str(photos(tmp_path, 3, name="v3"))]) == 0
     frames = sorted(p.name for p in (out / "test" / "images" / "room").iterdir())
     assert frames == ["00000.png", "00001.png", "00002.png"]
     assert len(json.loads((out / "test" / "metadata" / "room.json").read_text())["frames"]) == 3

@@ -32,6 +32,7 @@ from tiny_run import (
     TRAIN_CFG,
     TRAIN_NOTES,
     one_error_line,
+    photos,
     png_declaring,
     run_cli,
     small_synth,
@@ -639,15 +640,6 @@ def test_bfloat16_weights_load_but_int_weights_do_not(world, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ (7) the importer
-def photos(d: Path, n: int, bad_at: int | None = None, name: str = "photos") -> Path:
-    folder = d / name
-    folder.mkdir()
-    for i in range(n):
-        if i == bad_at:
-            (folder / f"{i:02d}.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-        else:
-            Image.new("RGB", (24, 18), (30 * i, 60, 90)).save(folder / f"{i:02d}.png")
-    return folder
 
 
 def imported(d: Path) -> Path:

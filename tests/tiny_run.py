@@ -102,3 +102,17 @@ def png_declaring(path: Path, width: int, height: int) -> Path:
     data[ihdr + 17: ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr: ihdr + 17])))
     path.write_bytes(bytes(data))
     return path
+
+
+def photos(d: Path, n: int, bad_at: int | None = None, name: str = "photos") -> Path:
+    """A folder ``d/name`` of ``n`` small PNG photos; photo ``bad_at`` (if given) is a truncated PNG."""
+    from PIL import Image
+
+    folder = d / name
+    folder.mkdir()
+    for i in range(n):
+        if i == bad_at:
+            (folder / f"{i:02d}.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+        else:
+            Image.new("RGB", (24, 18), (30 * i, 60, 90)).save(folder / f"{i:02d}.png")
+    return folder
