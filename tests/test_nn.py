@@ -69,6 +69,14 @@ def test_depth_scaled_init_and_no_biases():
     assert torch.equal(tr(x, return_layers=True)[-1], tr(x))  # no final norm after the stack
 
 
+def test_gpt2_block_init_option():
+    tr = Transformer(256, 4, depth=8, block_init="gpt2")
+    assert 0.8 < tr.blocks[7].attn.qkv.weight.std() / 0.02 < 1.2  # every block at 0.02 ...
+    assert 0.8 < tr.blocks[0].mlp.fc2.weight.std() / (0.02 / 4) < 1.2  # ... residual outputs at 0.02 / sqrt(2 * 8)
+    with pytest.raises(ValueError, match="block_init"):
+        Transformer(32, 4, depth=1, block_init="xavier")
+
+
 def test_rmsnorm_is_per_head_rms():
     norm = RMSNorm(8)
     x = torch.randn(3, 8) * 5

@@ -50,6 +50,9 @@ class ModelConfig:
     # A context token is replaced by the noise token when its patch's mean motion probability exceeds this (release 0.1)
     mask_token_threshold: float = 0.1
     activation_checkpointing: bool = False
+    # Initial weights of the transformer blocks (no effect on loaded weights): release = the release's depth init
+    # (block i at std 0.02/sqrt(2(i+1))); gpt2 = std 0.02 with residual outputs at 0.02/sqrt(2 depth).
+    block_init: str = "release"
 
 
 @dataclass
@@ -363,6 +366,7 @@ _CHOICES = {
     "semantic.backbone": ("dinov3", "efficientnet_lite0", "none"),
     "data.dataset": ("lvsm", "dynamic"),
     "data.on_error": ("raise", "skip"),
+    "model.block_init": ("release", "gpt2"),
     "training.amp": ("auto", "bf16", "fp32"),
     "training.device": ("auto", "cpu", "cuda"),
     "inference.device": ("auto", "cpu", "cuda"),

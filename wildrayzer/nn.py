@@ -85,15 +85,23 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """A stack of blocks (no final norm). Block ``i``'s linear layers start at std 0.02 / sqrt(2 (i + 1))."""
+    """A stack of blocks (no final norm). Initialisation (``block_init``): ``release`` = block ``i``'s linear layers
+    at std 0.02 / sqrt(2 (i + 1)) (the release's depth init); ``gpt2`` = std 0.02, with the residual output
+    projections at 0.02 / sqrt(2 depth)."""
 
-    def __init__(self, dim: int, heads: int, depth: int, mlp_ratio: float = 4.0, qk_norm: bool = True):
+    def __init__(self, dim: int, heads: int, depth: int, mlp_ratio: float = 4.0, qk_norm: bool = True,
+                 block_init: str = "release"):
         super().__init__()
         self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, qk_norm) for _ in range(depth)])
         self.activation_checkpointing = False
+        if block_init not in ("release", "gpt2"):
+            raise ValueError(f"block_init must be release or gpt2; got {block_init!r}")
         for i, blk in enumerate(self.blocks):
-            std = 0.02 / math.sqrt(2 * (i + 1))
+            std = 0.02 / math.sqrt(2 * (i + 1)) if block_init == "release" else 0.02
             blk.apply(lambda m, std=std: init_weights(m, std))
+            if block_init == "gpt2":
+                for out in (blk.attn.proj, blk.mlp.fc2):
+                    nn.init.normal_(out.weight, std=0.02 / math.sqrt(2 * depth))
 
     def forward(self, x: Tensor, return_layers: bool = False) -> Tensor | list[Tensor]:
         """x: (B, N, D) -> (B, N, D), or the output of every block when ``return_layers``."""

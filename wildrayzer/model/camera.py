@@ -21,13 +21,13 @@ _IDENTITY_RT = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
 
 class CameraEstimator(nn.Module):
     def __init__(self, dim: int, heads: int, depth: int, num_views: int, mlp_ratio: float = 4.0,
-                 qk_norm: bool = True, focal_offset: float = 1.25):
+                 qk_norm: bool = True, block_init: str = "release", focal_offset: float = 1.25):
         super().__init__()
         self.num_views = num_views
         self.focal_offset = focal_offset
         self.cam_token = nn.Parameter(torch.randn(1, dim) * 0.02)
         self.view_pe_mlp = mlp2(dim, dim)
-        self.transformer = Transformer(dim, heads, depth, mlp_ratio, qk_norm)
+        self.transformer = Transformer(dim, heads, depth, mlp_ratio, qk_norm, block_init)
         self.pose_head = mlp2(2 * dim, 9, hidden=dim)  # 6D rotation delta + translation
         self.focal_head = mlp2(dim, 1, hidden=dim)
         for head in (self.pose_head, self.focal_head):  # an untrained estimator predicts identity poses exactly

@@ -92,7 +92,7 @@ class MotionEstimator(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, depth: int, patch_size: int, semantic_dim: int,
-                 mlp_ratio: float = 4.0, qk_norm: bool = True, upsample_steps: int = 0):
+                 mlp_ratio: float = 4.0, qk_norm: bool = True, upsample_steps: int = 0, block_init: str = "release"):
         super().__init__()
         self.dim = dim
         self.patch = patch_size
@@ -102,7 +102,7 @@ class MotionEstimator(nn.Module):
         self.plucker_proj = self._proj(dim, dim)
         n_mod = 3 if self.semantic_proj is not None else 2
         self.fuse = mlp2(n_mod * dim, dim, act=nn.GELU, norm=True)
-        self.transformer = Transformer(dim, heads, depth, mlp_ratio, qk_norm)
+        self.transformer = Transformer(dim, heads, depth, mlp_ratio, qk_norm, block_init)
         self.readout = self._proj(dim, dim)
         self.decoder = MaskDecoder(dim, patch_size, upsample_steps)
 

@@ -15,12 +15,12 @@ from ..nn import PatchEmbed, Transformer, init_weights, unpatchify
 
 class Renderer(nn.Module):
     def __init__(self, patch_size: int, dim: int, heads: int, depth: int, mlp_ratio: float = 4.0,
-                 qk_norm: bool = True):
+                 qk_norm: bool = True, block_init: str = "release"):
         super().__init__()
         self.patch = patch_size
         self.plucker_embed = PatchEmbed(6, dim, patch_size)
         self.input_norm = nn.LayerNorm(dim, bias=False)
-        self.transformer = Transformer(dim, heads, depth, mlp_ratio, qk_norm)
+        self.transformer = Transformer(dim, heads, depth, mlp_ratio, qk_norm, block_init)
         self.head_norm = nn.LayerNorm(dim, bias=False)
         self.head = nn.Linear(dim, patch_size * patch_size * 3, bias=False)
         self.head.apply(init_weights)

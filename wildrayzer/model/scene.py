@@ -15,12 +15,12 @@ from ..nn import PatchEmbed, Transformer, mlp2
 
 class SceneEncoder(nn.Module):
     def __init__(self, patch_size: int, dim: int, heads: int, depth: int, num_latents: int,
-                 mlp_ratio: float = 4.0, qk_norm: bool = True):
+                 mlp_ratio: float = 4.0, qk_norm: bool = True, block_init: str = "release"):
         super().__init__()
         self.plucker_embed = PatchEmbed(6, dim, patch_size)
         self.fuse = mlp2(2 * dim, dim, norm=True)
         self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)
-        self.transformer = Transformer(dim, heads, depth, mlp_ratio, qk_norm)
+        self.transformer = Transformer(dim, heads, depth, mlp_ratio, qk_norm, block_init)
 
     def fuse_tokens(self, image_tokens: Tensor, plucker_tokens: Tensor) -> Tensor:
         """image_tokens, plucker_tokens: (B, Vc, N, D) -> fused scene-input tokens (B, Vc, N, D)."""

@@ -35,7 +35,7 @@ class WildRayZer(nn.Module):
         self.image_size = m.image_size
         self.use_mae_masking = bool(m.use_mae_masking)
         self.mask_token_threshold = float(m.mask_token_threshold)
-        common = dict(heads=m.heads, mlp_ratio=m.mlp_ratio, qk_norm=m.qk_norm)
+        common = dict(heads=m.heads, mlp_ratio=m.mlp_ratio, qk_norm=m.qk_norm, block_init=m.block_init)
         self.tokenizer = ImageTokenizer(m.patch_size, m.dim)
         self.camera = CameraEstimator(m.dim, depth=m.camera_layers, num_views=self.num_views,
                                       focal_offset=m.focal_offset, **common)
@@ -46,7 +46,7 @@ class WildRayZer(nn.Module):
         self.motion = None
         if m.use_motion_mask:
             self.motion = MotionEstimator(m.dim, m.motion_heads or m.heads, m.motion_layers, m.patch_size, semantic_dim,
-                                          mlp_ratio=m.mlp_ratio, qk_norm=m.qk_norm,
+                                          mlp_ratio=m.mlp_ratio, qk_norm=m.qk_norm, block_init=m.block_init,
                                           upsample_steps=m.motion_upsample_steps)
         self.set_activation_checkpointing(m.activation_checkpointing)
 
