@@ -104,12 +104,14 @@ def convert_official(ckpt: str | Path, out_dir: str | Path, image_size: int = 25
     if dropped:
         log(f"dropped {dropped} keys that are not model weights: "
             + ", ".join(f"{n} {r}" for r, n in report["dropped"].items()))
-    save_pretrained(model, cfg, out, step=info["step"] or 0, semantic_dim=sem)
     src = ckpt.stat()
     marker = {"source": str(ckpt.resolve()), "size": src.st_size, "mtime_ns": src.st_mtime_ns,
               "image_size": image_size, "views": [context_views, target_views], "dinov3": str(cfg.semantic.model_path),
               "dropped": report["dropped"], "filled": report["filled"]}
+    out.mkdir(parents=True, exist_ok=True)
+    # the marker first: a conversion killed half-way leaves a folder the next conversion may overwrite
     atomic_write_bytes(out / _MARKER, (json.dumps(marker, indent=1) + "\n").encode())
+    save_pretrained(model, cfg, out, step=info["step"] or 0, semantic_dim=sem)
     m = cfg.model
     log(f"converted {ckpt} -> {out}: d={m.dim}, layers {m.camera_layers}/{m.scene_layers}/{m.renderer_layers}"
         f" (+{m.motion_layers if m.use_motion_mask else 0} motion), {m.num_latents} latents, patch {m.patch_size}, "
