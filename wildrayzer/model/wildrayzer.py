@@ -67,11 +67,12 @@ class WildRayZer(nn.Module):
         with torch.autocast(c2w.device.type, enabled=False):
             return plucker_rays_chw(c2w.float(), fxfycxcy.float(), height, width)
 
-    def token_mask_from_probs(self, probs: Tensor) -> Tensor:
+    def token_mask_from_probs(self, probs: Tensor, grid: tuple[int, int] | None = None) -> Tensor:
         """probs: (B, Vc, 1, H', W') motion probability (any resolution) -> (B, Vc, N) bool: its mean over each
-        patch's area exceeds ``mask_token_threshold`` (the release's rule; 0.1 there)."""
+        patch's area exceeds ``mask_token_threshold`` (the release's rule; 0.1 there). ``grid``: the token grid
+        (default: that of a model-sized image)."""
         b, v = probs.shape[:2]
-        grid = (self.image_size // self.patch, self.image_size // self.patch)
+        grid = grid or (self.image_size // self.patch, self.image_size // self.patch)
         pooled = F.adaptive_avg_pool2d(probs.float().flatten(0, 1), grid)
         return (pooled > self.mask_token_threshold).reshape(b, v, -1)
 
@@ -111,7 +112,7 @@ class WildRayZer(nn.Module):
             probs = motion_probs if motion_probs is not None else (
                 torch.sigmoid(motion_logits[:, :vc].float()) if motion_logits is not None else None)
             if probs is not None:
-                token_mask = self.token_mask_from_probs(probs)  # (B, Vc, N)
+                token_mask = self.token_mask_from_probs(probs, (h // self.patch, w // self.patch))  # (B, Vc, N)
                 fused = torch.where(token_mask[..., None], self.noise_token.to(fused.dtype), fused)
 
         scene_tokens = self.scene(fused)
