@@ -2,6 +2,7 @@
 safe loading, and on-the-fly conversion from ``inference.model_path``."""
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -255,6 +256,9 @@ def test_convert_refuses_code_and_foreign_files_in_one_line(tmp_path, capsys, fi
     assert not (tmp_path / "o").exists()
     with pytest.raises(CheckpointError, match="not found.*uva-cv-lab/wildrayzer-2view"):
         read_official_state(tmp_path / "missing.pt")
+    os.mkfifo(tmp_path / "pipe.pt")  # refused before reading: no writer ever comes
+    assert cli(["convert", "official", str(tmp_path / "pipe.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert "FIFO" in capsys.readouterr().err
 
 
 def test_model_path_to_a_release_file_converts_once_and_reuses(tmp_path, fixture_state, capsys):

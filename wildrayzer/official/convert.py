@@ -16,13 +16,12 @@ import argparse
 import json
 import os
 import pickle
-import stat
 from pathlib import Path
 
 import torch
 
 from ..errors import CheckpointError, UserError
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes, open_regular
 from .keys import convert_state, infer_model_config, semantic_channels
 
 RELEASE_URL = "https://huggingface.co/uva-cv-lab/wildrayzer-2view (file wildrayzer_2view.pt)"
@@ -38,12 +37,13 @@ _MARKER = "converted_from.json"
 def read_official_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """-> (model state dict, info {"step": int | None, "top_level": [...]}) of a release checkpoint file."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"release checkpoint not found: {path}; download it from {RELEASE_URL}")
-    if not stat.S_ISREG(path.stat().st_mode):
-        raise CheckpointError(f"{path} is not a regular file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        f = open_regular(path, "release checkpoint", CheckpointError)
+    except FileNotFoundError:
+        raise CheckpointError(f"release checkpoint not found: {path}; download it from {RELEASE_URL}") from None
+    try:
+        with f:
+            obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         why = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
         raise CheckpointError(f"{path} was refused by safe loading (weights_only=True; nothing was executed): "
