@@ -379,7 +379,8 @@ _CHOICES = {
 # key -> (smallest, largest). Floats must also be finite.
 _RANGES = {
     "model.image_size": (1, 4096), "model.patch_size": (1, 256), "model.dim": (4, 16384), "model.heads": (1, 1024),
-    "model.motion_heads": (0, 1024), "model.mlp_ratio": (0.25, 16.0), "model.camera_layers": (0, 256),
+    "model.motion_heads": (0, 1024), "model.motion_upsample_steps": (0, 6), "model.mask_token_threshold": (0.0, 1.0),
+    "model.mlp_ratio": (0.25, 16.0), "model.camera_layers": (0, 256),
     "model.scene_layers": (0, 256), "model.renderer_layers": (0, 256), "model.motion_layers": (0, 256),
     "model.num_latents": (1, 65536), "model.num_context_views": (1, 64), "model.num_target_views": (1, 256),
     "model.focal_offset": (-100.0, 100.0), "semantic.feature_size": (1, 1024),
@@ -422,21 +423,14 @@ def validate(cfg: DictConfig) -> None:
     if m.dim % 4:
         raise ConfigError(f"model.dim={m.dim} must be divisible by 4 (the image tokens' 2-D sin-cos embedding)")
     if m.use_motion_mask:
-        steps = m.patch_size.bit_length() - 1
-        if not 0 <= m.motion_upsample_steps <= 6:
-            raise ConfigError(f"model.motion_upsample_steps must lie in 0..6 (0 = log2(model.patch_size)); got "
-                              f"{m.motion_upsample_steps}")
-        if m.motion_upsample_steps:
-            steps = m.motion_upsample_steps
-        elif m.patch_size < 2 or 2 ** steps != m.patch_size:
+        steps = m.motion_upsample_steps or m.patch_size.bit_length() - 1
+        if not m.motion_upsample_steps and (m.patch_size < 2 or 2 ** steps != m.patch_size):
             raise ConfigError(f"model.patch_size={m.patch_size} must be a power of two when model.use_motion_mask "
                               "is on (the motion decoder upsamples x2 per step)")
-        if m.motion_heads < 0 or m.dim % (m.motion_heads or m.heads) or m.dim % 2 ** (steps + 1):
+        if m.dim % (m.motion_heads or m.heads) or m.dim % 2 ** (steps + 1):
             raise ConfigError(f"model.dim={m.dim} must be divisible by model.motion_heads={m.motion_heads} (0: "
                               f"model.heads) and by {2 ** (steps + 1)} (motion decoder channels at patch "
                               f"{m.patch_size})")
-    if m.num_context_views < 1 or m.num_target_views < 1:
-        raise ConfigError("model.num_context_views and model.num_target_views must be >= 1")
     if cfg.training.stage not in (1, 2, 3):
         raise ConfigError(f"training.stage must be 1, 2 or 3; got {cfg.training.stage}")
     for part in cfg.training.freeze_parts:
@@ -446,8 +440,6 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"training.freeze_parts: unknown part '{part}' (parts: {', '.join(MODEL_PARTS)}){hint}")
     if cfg.data.frame_gap_min > cfg.data.frame_gap_max:
         raise ConfigError("data.frame_gap_min must be <= data.frame_gap_max")
-    if not 0.0 <= m.mask_token_threshold <= 1.0:
-        raise ConfigError("model.mask_token_threshold must lie in [0, 1]")
 
 
 def to_yaml(cfg: DictConfig) -> str:
