@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError, UserError
-from ..fileio import atomic_write_bytes, open_regular
+from ..fileio import atomic_write_bytes, has_marker, open_regular
 from .keys import convert_state, infer_model_config, semantic_channels
 
 RELEASE_URL = "https://huggingface.co/uva-cv-lab/wildrayzer-2view (file wildrayzer_2view.pt)"
@@ -31,7 +31,8 @@ DINOV3_BY_WIDTH = {384: "facebook/dinov3-vits16-pretrain-lvd1689m", 768: "facebo
                    1280: "facebook/dinov3-vith16plus-pretrain-lvd1689m",
                    4096: "facebook/dinov3-vit7b16-pretrain-lvd1689m"}
 OFFICIAL_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-_MARKER = "converted_from.json"
+_MARKER = "converted_from.json"  # ownership marker (fileio.has_marker) + what was converted, for the cache
+_KIND = "wildrayzer-converted-release"
 
 
 def read_official_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -105,9 +106,9 @@ def convert_official(ckpt: str | Path, out_dir: str | Path, image_size: int = 25
         log(f"dropped {dropped} keys that are not model weights: "
             + ", ".join(f"{n} {r}" for r, n in report["dropped"].items()))
     src = ckpt.stat()
-    marker = {"source": str(ckpt.resolve()), "size": src.st_size, "mtime_ns": src.st_mtime_ns,
-              "image_size": image_size, "views": [context_views, target_views], "dinov3": str(cfg.semantic.model_path),
-              "dropped": report["dropped"], "filled": report["filled"]}
+    marker = {"kind": _KIND, "version": 1, "source": str(ckpt.resolve()), "size": src.st_size,
+              "mtime_ns": src.st_mtime_ns, "image_size": image_size, "views": [context_views, target_views],
+              "dinov3": str(cfg.semantic.model_path), "dropped": report["dropped"], "filled": report["filled"]}
     out.mkdir(parents=True, exist_ok=True)
     # the marker first: a conversion killed half-way leaves a folder the next conversion may overwrite
     atomic_write_bytes(out / _MARKER, (json.dumps(marker, indent=1) + "\n").encode())
@@ -123,7 +124,7 @@ def _check_out_dir(out: Path) -> None:
     """Write only into a new / empty directory or one this converter made (never over unrelated files)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / _MARKER).is_file():
+    if out.is_dir() and any(out.iterdir()) and not has_marker(out, _MARKER, _KIND):
         raise UserError(f"--out {out} already holds files that this converter did not write; choose a new or empty "
                         "directory")
 
@@ -133,17 +134,13 @@ def cached_conversion(ckpt: str | Path, image_size: int = 256, context_views: in
     """A release file -> its converted directory beside it, converting when absent or stale."""
     ckpt = Path(ckpt)
     out = ckpt.with_name(f"{ckpt.stem}.converted-{image_size}px-{context_views}+{target_views}")
-    marker = out / _MARKER
-    if marker.is_file() and (out / "model.safetensors").is_file() and ckpt.is_file():
-        try:
-            meta = json.loads(marker.read_text())
-        except ValueError:
-            meta = {}
+    if has_marker(out, _MARKER, _KIND) and (out / "model.safetensors").is_file() and ckpt.is_file():
+        meta = json.loads((out / _MARKER).read_text())  # has_marker read it: a small, valid JSON object
         src = ckpt.stat()
         if meta.get("size") == src.st_size and meta.get("mtime_ns") == src.st_mtime_ns and (
                 not dinov3_path or meta.get("dinov3") == dinov3_path):
             return out
-    if not os.access(ckpt.parent if ckpt.parent != Path("") else Path("."), os.W_OK):
+    if not os.access(ckpt.parent, os.W_OK):
         raise UserError(f"cannot write the converted checkpoint beside {ckpt}; run `wildrayzer convert official {ckpt} "
                         "--out DIR` and set inference.model_path=DIR")
     log(f"converting the release checkpoint {ckpt} (once; cached in {out})")
