@@ -53,6 +53,9 @@ class ModelConfig:
     # Initial weights of the transformer blocks (no effect on loaded weights): release = the release's depth init
     # (block i at std 0.02/sqrt(2(i+1))); gpt2 = std 0.02 with residual outputs at 0.02/sqrt(2 depth).
     block_init: str = "release"
+    # Where the cameras come from: predicted (RayZer: the camera estimator, self-supervised) | given (LVSM-style posed
+    # training and inference: the dataset's cameras, normalised by geometry.normalize_given_c2w; no camera estimator).
+    cameras: str = "predicted"
 
 
 @dataclass
@@ -367,6 +370,7 @@ _CHOICES = {
     "data.dataset": ("lvsm", "dynamic"),
     "data.on_error": ("raise", "skip"),
     "model.block_init": ("release", "gpt2"),
+    "model.cameras": ("predicted", "given"),
     "training.amp": ("auto", "bf16", "fp32"),
     "training.device": ("auto", "cpu", "cuda"),
     "inference.device": ("auto", "cpu", "cuda"),

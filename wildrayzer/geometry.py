@@ -63,6 +63,19 @@ def relative_c2w(c2w: Tensor, ref_index: int = 0) -> Tensor:
     return ref_w2c @ c2w
 
 
+def normalize_given_c2w(c2w: Tensor, ref_index: int = 0, eps: float = 1e-6) -> Tensor:
+    """Known cameras in the frame the model predicts in: relative to view ``ref_index`` (which becomes I) and scaled
+    so that the farthest camera centre is at distance 1 (LVSM's scene-scale normalisation, centred on the reference
+    view instead of the mean pose). A scene whose cameras all coincide keeps its scale.
+    c2w: (B, V, 4, 4) -> (B, V, 4, 4)."""
+    rel = relative_c2w(c2w, ref_index)
+    dist = rel[..., :3, 3].norm(dim=-1).amax(dim=-1)  # (B,)
+    scale = torch.where(dist > eps, dist, torch.ones_like(dist))
+    out = rel.clone()
+    out[..., :3, 3] = rel[..., :3, 3] / scale[:, None, None]
+    return out
+
+
 def intrinsics_matrix_from_fxfycxcy(fxfycxcy: Tensor) -> Tensor:
     """fxfycxcy: (..., 4) in pixels -> K (..., 3, 3)."""
     fx, fy, cx, cy = fxfycxcy.unbind(-1)

@@ -57,7 +57,8 @@ def stage1_renderer(cfg, device: torch.device) -> RenderFn:
 
     @torch.no_grad()
     def render(item: dict) -> Tensor:
-        out = model(item["images"][None].to(device), num_context)
+        cams = None if model.camera is not None else {k: item[k][None].to(device) for k in ("c2w", "fxfycxcy")}
+        out = model(item["images"][None].to(device), num_context, cameras=cams)
         return out["renders"][0].float().clamp(0, 1).cpu()
 
     render.source = str(loaded.path)  # type: ignore[attr-defined]

@@ -17,7 +17,8 @@ from .metrics import MetricsAggregator, pose_metrics, scene_metrics
 def score_scene(pipe, item: dict, lpips_model=None) -> tuple[dict, dict]:
     """Run ``pipe`` on one dataset sample (context + targets) and score it. -> (prediction dict, metrics dict)."""
     vc = pipe.num_context
-    out = pipe.run(item["images"][None])
+    cams = {k: item[k][None] for k in ("c2w", "fxfycxcy")} if pipe.posed else None
+    out = pipe.run(item["images"][None], cameras=cams)
     renders = out["renders"][0].float().cpu().clamp(0, 1)  # (Vt, 3, H, W)
     probs = out["motion_probs"][0].cpu() if out["motion_probs"] is not None else None  # (Vc, 1, H, W)
     pred_c2w = out["cameras"]["c2w"][0].cpu()

@@ -26,12 +26,12 @@ from .metrics import MetricsAggregator
 CONDITIONS = ("as_given", "own_masks", "gt_masks", "transient_free")
 
 
-def _render(pipe, images, sem, vc: int, apply_mae: bool, motion_probs=None):
+def _render(pipe, images, sem, vc: int, apply_mae: bool, motion_probs=None, cameras=None):
     """images: (1, V, 3, H, W) on the device; sem: the context views' semantic features or None; motion_probs:
     (1, Vc, 1, H, W) or None -> (renders (Vt, 3, H, W), c2w (V, 4, 4)) on the CPU."""
     if motion_probs is not None:
         motion_probs = motion_probs.to(pipe.device, torch.float32)
-    out = pipe.model(images, vc, semantic_feats=sem, motion_probs=motion_probs, apply_mae=apply_mae)
+    out = pipe.model(images, vc, semantic_feats=sem, motion_probs=motion_probs, apply_mae=apply_mae, cameras=cameras)
     return out["renders"][0].float().cpu().clamp(0, 1), out["cameras"]["c2w"][0].float().cpu()
 
 
@@ -55,15 +55,16 @@ def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True) 
             item = first if i == 0 else dataset[i]
             images = item["images"][None].to(pipe.device, torch.float32)  # (1, V, 3, H, W)
             sem = pipe.semantic_features(images[:, :vc])  # shared by every condition that sees the real context
+            cams = {k: item[k][None].to(pipe.device) for k in ("c2w", "fxfycxcy")} if pipe.posed else None
             for c in conditions:
                 if c == "transient_free":
                     clean = images.clone()
                     clean[0, :vc] = item["clean_images"][:vc].to(pipe.device, torch.float32)
-                    renders, c2w = _render(pipe, clean, pipe.semantic_features(clean[:, :vc]), vc, apply_mae=False)
+                    renders, c2w = _render(pipe, clean, pipe.semantic_features(clean[:, :vc]), vc, apply_mae=False, cameras=cams)
                 elif c == "gt_masks":
-                    renders, c2w = _render(pipe, images, sem, vc, True, item["motion_masks"][:vc][None])
+                    renders, c2w = _render(pipe, images, sem, vc, True, item["motion_masks"][:vc][None], cams)
                 else:
-                    renders, c2w = _render(pipe, images, sem, vc, apply_mae=c == "own_masks")
+                    renders, c2w = _render(pipe, images, sem, vc, apply_mae=c == "own_masks", cameras=cams)
                 aggs[c].add(f"{i:05d}_{item['scene']}", metrics_for(item, vc, renders, None, c2w))
     finally:
         pipe.model.use_mae_masking = mae_flag

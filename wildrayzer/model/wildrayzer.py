@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..geometry import plucker_rays_chw
+from ..geometry import normalize_given_c2w, plucker_rays_chw
 from .camera import CameraEstimator
 from .motion import MotionEstimator
 from .renderer import Renderer
@@ -37,8 +37,9 @@ class WildRayZer(nn.Module):
         self.mask_token_threshold = float(m.mask_token_threshold)
         common = dict(heads=m.heads, mlp_ratio=m.mlp_ratio, qk_norm=m.qk_norm, block_init=m.block_init)
         self.tokenizer = ImageTokenizer(m.patch_size, m.dim)
-        self.camera = CameraEstimator(m.dim, depth=m.camera_layers, num_views=self.num_views,
-                                      focal_offset=m.focal_offset, **common)
+        # Posed mode (model.cameras=given) takes the dataset's cameras instead: no camera estimator is built.
+        self.camera = None if m.cameras == "given" else CameraEstimator(
+            m.dim, depth=m.camera_layers, num_views=self.num_views, focal_offset=m.focal_offset, **common)
         self.scene = SceneEncoder(m.patch_size, m.dim, depth=m.scene_layers, num_latents=m.num_latents, **common)
         self.renderer = Renderer(m.patch_size, m.dim, depth=m.renderer_layers, **common)
         # Always registered, so it is in every checkpoint whether or not masking is on (the release omits it).
@@ -62,6 +63,19 @@ class WildRayZer(nn.Module):
                 f"{self.num_views - self.num_context} views; got {num_context} + {v - num_context}. Pass that many "
                 "views (or the context views alone) or use a checkpoint trained for your view count")
 
+    def _cameras(self, tokens: Tensor, given: dict | None, b: int, v: int, h: int, w: int) -> dict:
+        """tokens: (B, V, N, D) -> {"c2w": (B, V, 4, 4), "fxfycxcy": (B, V, 4)}, given or predicted."""
+        if given is None:
+            if self.camera is None:
+                raise ConfigError("this model was trained with model.cameras=given (posed): pass the views' cameras "
+                                  "(c2w and fxfycxcy); the dataset's metadata provides them")
+            return self.camera(tokens, h, w)
+        c2w, k = given["c2w"], given["fxfycxcy"]
+        if tuple(c2w.shape) != (b, v, 4, 4) or tuple(k.shape) != (b, v, 4):
+            raise ConfigError(f"given cameras must be c2w ({b}, {v}, 4, 4) and fxfycxcy ({b}, {v}, 4) for these "
+                              f"images; got {tuple(c2w.shape)} and {tuple(k.shape)}")
+        return {"c2w": normalize_given_c2w(c2w.float()), "fxfycxcy": k.float()}
+
     def plucker(self, c2w: Tensor, fxfycxcy: Tensor, height: int, width: int) -> Tensor:
         """c2w: (B, V, 4, 4), fxfycxcy: (B, V, 4) -> Plücker maps (B, V, 6, H, W), computed in fp32."""
         with torch.autocast(c2w.device.type, enabled=False):
@@ -78,7 +92,7 @@ class WildRayZer(nn.Module):
 
     def forward(self, images: Tensor, num_context: int, *, motion_probs: Tensor | None = None,
                 semantic_feats: Tensor | None = None, render_targets: bool = True, motion_all_views: bool = False,
-                apply_mae: bool = True, render_inputs: bool = False) -> dict:
+                apply_mae: bool = True, render_inputs: bool = False, cameras: dict | None = None) -> dict:
         """images: (B, V, 3, H, W) in [0, 1], context views first, V = num_context + num_target, or V = num_context
         (cameras, masks and scene only; ``renders`` is None).
 
@@ -87,12 +101,15 @@ class WildRayZer(nn.Module):
         (masks for every view, e.g. to supervise targets in training) else Vc.
         ``render_targets=False`` skips the renderer; ``apply_mae=False`` turns noise-token masking off for this call;
         ``render_inputs=True`` also re-renders the context views (``input_renders``).
+        cameras: {"c2w": (B, V, 4, 4) in any world frame, "fxfycxcy": (B, V, 4) pixels} known cameras, required by a
+        posed model (``model.cameras=given``) and used instead of the estimator's; they are normalised by
+        :func:`normalize_given_c2w` (view 0 = I, farthest centre at 1), and ``out["cameras"]`` holds that frame.
         """
         b, v, _, h, w = images.shape
         vc = num_context
         self._check_views(v, vc)
         tokens = self.tokenizer(images)  # (B, V, N, D)
-        cameras = self.camera(tokens, h, w)
+        cameras = self._cameras(tokens, cameras, b, v, h, w)
         plucker = self.plucker(cameras["c2w"], cameras["fxfycxcy"], h, w)  # (B, V, 6, H, W)
         ctx_plucker_tokens = self.scene.plucker_embed(plucker[:, :vc])  # (B, Vc, N, D)
 

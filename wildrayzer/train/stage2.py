@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..losses import mask_bce_loss
-from .stages import register_stage
+from .stages import given_cameras, register_stage
 
 
 def check_supervision(cfg) -> None:
@@ -123,10 +123,11 @@ class Stage2MotionMask(MotionStageBase):
     def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
         vc = cfg.model.num_context_views
         original = batch["images"]
+        cams = given_cameras(batch, cfg)
         images, paste = self.paste(original)
         feats = self.features(images)
         out = model(images, vc, semantic_feats=feats, motion_all_views=True, apply_mae=False,
-                    render_targets=paste is None)
+                    render_targets=paste is None, cameras=cams)
         static_renders = None
         if cfg.model.use_dinov3_pseudolabel:
             if paste is None:
@@ -134,7 +135,7 @@ class Stage2MotionMask(MotionStageBase):
             else:  # render from the un-pasted context, so pasted objects leave no ghosts in the targets
                 with torch.no_grad():
                     static_renders = model(original, vc, semantic_feats=self.features(original[:, :vc]),
-                                           apply_mae=False)[
+                                           apply_mae=False, cameras=cams)[
                         "renders"]
         labelled = dict(batch, images=images, paste_masks=paste) if paste is not None else batch
         out["mask_labels"], out["mask_valid"] = self.labels(static_renders, labelled, cfg, feats)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..losses import rendering_loss
 from .stage2 import MotionStageBase
-from .stages import build_perceptual, register_stage
+from .stages import build_perceptual, given_cameras, register_stage
 
 
 class Stage3JointCopyPaste(MotionStageBase):
@@ -45,15 +45,16 @@ class Stage3JointCopyPaste(MotionStageBase):
     def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
         vc = cfg.model.num_context_views
         original = batch["images"]
+        cams = given_cameras(batch, cfg)
         images, paste = self.paste(original)
         feats = self.features(images)
         static_renders = None
         if self.static_model is not None:
             with torch.no_grad():
                 static_renders = self.static_model(original, vc, semantic_feats=self.features(original[:, :vc]),
-                                                   apply_mae=False)["renders"]
+                                                   apply_mae=False, cameras=cams)["renders"]
         labelled = dict(batch, images=images, paste_masks=paste) if paste is not None else batch
-        out = model(images, vc, semantic_feats=feats, motion_all_views=True)
+        out = model(images, vc, semantic_feats=feats, motion_all_views=True, cameras=cams)
         labels, valid = self.labels(static_renders, labelled, cfg, feats)
         out["mask_labels"], out["mask_valid"] = labels, valid
         out["pasted_images"], out["paste_masks"] = images, paste

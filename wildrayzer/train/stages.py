@@ -77,12 +77,19 @@ class Stage1Pretrain:
         self.perceptual = build_perceptual(cfg.training, device, log)
 
     def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
-        return model(batch["images"], cfg.model.num_context_views)
+        return model(batch["images"], cfg.model.num_context_views, cameras=given_cameras(batch, cfg))
 
     def compute_losses(self, batch: dict, out: dict, cfg) -> tuple[Tensor, dict[str, Tensor]]:
         target = batch["images"][:, cfg.model.num_context_views:]  # (B, T, 3, H, W)
         return rendering_loss(out["renders"], target, perceptual=self.perceptual,
                               perceptual_weight=cfg.training.perceptual_weight)
+
+
+def given_cameras(batch: dict, cfg) -> dict | None:
+    """The batch's cameras for a posed model (``model.cameras=given``), else None (the model predicts them)."""
+    if cfg.model.cameras != "given":
+        return None
+    return {"c2w": batch["c2w"], "fxfycxcy": batch["fxfycxcy"]}
 
 
 def build_perceptual(tcfg, device: torch.device, log: Callable[[str], None]):

@@ -1,0 +1,98 @@
+"""Posed mode (``model.cameras=given``): the dataset's cameras, normalised, replace the camera estimator."""
+
+import math
+
+import pytest
+import torch
+
+from tests.tiny_run import MODEL, NO_MOTION, QUIET, TRAIN_CFG, small_synth
+from wildrayzer.config import load_config
+from wildrayzer.errors import ConfigError
+from wildrayzer.geometry import make_pose, normalize_given_c2w, rotation_6d_to_matrix
+from wildrayzer.model import WildRayZer
+
+
+def _random_c2w(b: int, v: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    rot = rotation_6d_to_matrix(torch.randn(b, v, 6, generator=g))
+    return make_pose(rot, torch.randn(b, v, 3, generator=g) * 3)  # (B, V, 4, 4)
+
+
+def test_normalised_cameras_are_relative_to_view0_with_farthest_centre_at_one():
+    c2w = _random_c2w(2, 5)
+    out = normalize_given_c2w(c2w)
+    assert torch.allclose(out[:, 0], torch.eye(4).expand(2, 4, 4), atol=1e-5)
+    dist = out[..., :3, 3].norm(dim=-1)
+    assert torch.allclose(dist.amax(dim=1), torch.ones(2), atol=1e-5)
+    # invariant to the world frame and scale the dataset happens to use
+    world = make_pose(rotation_6d_to_matrix(torch.randn(1, 1, 6)), torch.randn(1, 1, 3))
+    moved = world @ c2w
+    moved[..., :3, 3] *= 7.0
+    assert torch.allclose(normalize_given_c2w(moved), out, atol=1e-4)
+    # rotations between views are kept exactly
+    rel = torch.linalg.inv(c2w[:, :1]) @ c2w
+    assert torch.allclose(out[..., :3, :3], rel[..., :3, :3], atol=1e-5)
+
+
+def test_coincident_cameras_keep_their_scale():
+    c2w = torch.eye(4).expand(1, 3, 4, 4).clone()
+    assert torch.equal(normalize_given_c2w(c2w), c2w)
+
+
+def _posed_model():
+    cfg = load_config(TRAIN_CFG, MODEL + NO_MOTION + ["model.cameras=given"])
+    torch.manual_seed(0)
+    return WildRayZer(cfg.model), cfg
+
+
+def test_posed_model_has_no_camera_estimator_and_renders_from_the_given_cameras():
+    model, cfg = _posed_model()
+    assert model.camera is None and not any(k.startswith("camera.") for k in model.state_dict())
+    images = torch.rand(1, 8, 3, 32, 32)
+    c2w = _random_c2w(1, 8, seed=1)
+    k = torch.tensor([30.0, 30.0, 16.0, 16.0]).expand(1, 8, 4)
+    out = model(images, 2, cameras={"c2w": c2w, "fxfycxcy": k})
+    assert torch.allclose(out["cameras"]["c2w"], normalize_given_c2w(c2w))
+    assert torch.equal(out["cameras"]["fxfycxcy"], k)
+    # different target cameras -> different renders: the cameras are really used
+    other = c2w.clone()
+    other[:, 2:] = _random_c2w(1, 6, seed=2)
+    out2 = model(images, 2, cameras={"c2w": other, "fxfycxcy": k})
+    assert not torch.allclose(out["renders"], out2["renders"])
+    with pytest.raises(ConfigError, match="model.cameras=given"):
+        model(images, 2)
+    with pytest.raises(ConfigError, match="given cameras must be"):
+        model(images, 2, cameras={"c2w": c2w[:, :3], "fxfycxcy": k})
+
+
+def test_predicted_model_ignores_nothing_it_is_given():
+    """A self-supervised model given cameras uses them too (for posed evaluation of RayZer's renderer)."""
+    cfg = load_config(TRAIN_CFG, MODEL + NO_MOTION)
+    model = WildRayZer(cfg.model)
+    images = torch.rand(1, 8, 3, 32, 32)
+    c2w = _random_c2w(1, 8, seed=3)
+    k = torch.tensor([30.0, 30.0, 16.0, 16.0]).expand(1, 8, 4)
+    out = model(images, 2, cameras={"c2w": c2w, "fxfycxcy": k})
+    assert torch.allclose(out["cameras"]["c2w"], normalize_given_c2w(c2w))
+
+
+def test_posed_stage1_trains_and_evaluates(tmp_path):
+    from wildrayzer.data import build_dataset
+    from wildrayzer.infer.evaluate import evaluate
+    from wildrayzer.infer.pipeline import Pipeline
+    from wildrayzer.train.loop import train
+
+    data = small_synth(tmp_path / "data")
+    cfg = load_config(TRAIN_CFG, MODEL + NO_MOTION + QUIET + [
+        "model.cameras=given", f"data.root={data / 're10k_processed_v2'}", f"training.output_dir={tmp_path}",
+        "training.run_name=posed", "training.max_steps=2", "training.batch_size=2", "training.checkpoint_every=2"])
+    result = train(cfg)
+    assert result["step"] == 2 and result["nonfinite_steps"] == 0
+    pipe = Pipeline.load(result["run_dir"], device="cpu")
+    assert pipe.posed
+    eval_cfg = load_config(TRAIN_CFG, MODEL + NO_MOTION + [f"data.root={data / 're10k_processed_v2'}",
+                                                          "data.split=test", "data.view_idx_file="])
+    summary = evaluate(build_dataset(eval_cfg, "eval"), 2, pipe=pipe, progress=False)
+    mean = summary["mean"]
+    assert math.isfinite(mean["psnr"])
+    assert mean["pose_rot_deg"] < 0.05  # the given cameras come back (up to Sim(3)) as the predicted ones
