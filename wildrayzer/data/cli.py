@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="data/synthetic", help="output root (default data/synthetic)")
     s.add_argument("--scenes", type=int, default=32, help="training scenes per kind (static and dynamic); default 32")
     s.add_argument("--test-scenes", type=int, default=None, help="test scenes per kind (default max(1, scenes // 4))")
+    s.add_argument("--dynamic-scenes", type=int, default=None,
+                   help="dynamic training scenes (default: --scenes; 0 for a static-only stage-1 set)")
     s.add_argument("--frames", type=int, default=24, help="frames per scene (default 24, at least 8)")
     s.add_argument("--res", type=int, default=64, help="square resolution in pixels (default 64)")
     s.add_argument("--seed", type=int, default=0)
@@ -57,10 +59,11 @@ def _parser() -> argparse.ArgumentParser:
 def _synth(args) -> int:
     from .synthetic import SynthParams, generate
 
-    if args.scenes < 0 or (args.test_scenes or 0) < 0:
-        raise UserError("--scenes and --test-scenes must be >= 0")
+    dynamic = args.scenes if args.dynamic_scenes is None else args.dynamic_scenes
+    if min(args.scenes, args.test_scenes or 0, dynamic) < 0:
+        raise UserError("--scenes, --test-scenes and --dynamic-scenes must be >= 0")
     test = max(1, args.scenes // 4) if args.test_scenes is None else args.test_scenes
-    params = SynthParams(static_train=args.scenes, static_test=test, dynamic_train=args.scenes, dynamic_test=test,
+    params = SynthParams(static_train=args.scenes, static_test=test, dynamic_train=dynamic, dynamic_test=test,
                          frames=args.frames, res=args.res, seed=args.seed, coco_images=args.coco_images)
     summary = generate(Path(args.out), params, workers=max(1, args.workers), progress=not args.no_progress)
     print(json.dumps({"out": str(args.out), **summary}))
