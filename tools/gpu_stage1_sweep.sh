@@ -21,12 +21,14 @@ PROBE_STEPS=${PROBE_STEPS:-60}
 EXTRA=${EXTRA:-}  # overrides for every run, after the recipe's (e.g. EXTRA=training.batch_size=2 for a CPU dry run)
 T0=$(date +%s)
 
+# RECIPES_ENV (one "name|overrides" per line) replaces the list below, e.g. to continue one run with init_from.
 RECIPES=(
   "tiny_b32|training.batch_size=32 training.lr=1.0e-3"
   "tiny_b64|training.batch_size=64 training.lr=1.5e-3"
   "d192_b32|training.batch_size=32 training.lr=7.0e-4 model.dim=192 model.heads=6 model.camera_layers=4 model.scene_layers=4 model.renderer_layers=4 model.num_latents=128"
   "posed_b32|training.batch_size=32 training.lr=1.0e-3 model.cameras=given"
 )
+if [ -n "${RECIPES_ENV:-}" ]; then mapfile -t RECIPES <<<"$RECIPES_ENV"; fi
 COMMON="configs/tiny/wildrayzer_stage1_pretrain.yaml data.root=$DATA/re10k_processed_v2 training.device=$DEVICE
   data.num_workers=$WORKERS training.lr_warmup=300 training.keep_last_n=1 logging.progress=false
   logging.tensorboard=false training.output_dir=$OUT_DIR"

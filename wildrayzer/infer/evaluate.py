@@ -49,6 +49,17 @@ def mean_colour_renders(item: dict, vc: int) -> Tensor:
     return mean[None, :, None, None].expand_as(imgs[vc:]).clone()
 
 
+def copy_nearest_renders(item: dict, vc: int) -> Tensor:
+    """The copy-nearest baseline: every target is the context view whose camera centre is closest to its own (ties:
+    the first). Needs the dataset's cameras (``c2w``). -> (Vt, 3, H, W)."""
+    imgs, centres = item["images"].float(), item["c2w"].float()[:, :3, 3]  # (V, 3, H, W), (V, 3)
+    nearest = torch.cdist(centres[vc:], centres[:vc]).argmin(dim=1)  # (Vt,)
+    return imgs[:vc][nearest].clone()
+
+
+BASELINES = {"mean_colour": mean_colour_renders, "copy_nearest": copy_nearest_renders}
+
+
 def identity_pose_errors(item: dict) -> dict:
     """Pose errors of the trivial prediction 'every camera equals view 0' (what an untrained estimator outputs)."""
     v = item["c2w"].shape[0]
@@ -68,17 +79,19 @@ def scene_indices(dataset, max_scenes: int = 0, progress: bool = True, desc: str
 @torch.no_grad()
 def evaluate(dataset, num_context: int, pipe=None, baseline: str = "", lpips_model=None, max_scenes: int = 0,
              progress: bool = True, desc: str = "eval") -> dict:
-    """Average metrics over ``dataset`` (eval mode). ``pipe`` = a loaded Pipeline, or ``baseline`` = "mean_colour"
-    (renders) / "identity_pose" (cameras; added to the mean-colour rows). -> MetricsAggregator.summary()."""
+    """Average metrics over ``dataset`` (eval mode). ``pipe`` = a loaded Pipeline, or ``baseline`` = "mean_colour" /
+    "copy_nearest" (renders; with identity-pose camera errors). -> MetricsAggregator.summary()."""
     if (pipe is None) == (not baseline):
         raise ValueError("evaluate: give exactly one of pipe and baseline")
+    if baseline and baseline not in BASELINES:
+        raise ValueError(f"evaluate: unknown baseline {baseline!r}; one of {', '.join(BASELINES)}")
     agg = MetricsAggregator()
     for i in scene_indices(dataset, max_scenes, progress, desc):
         item = dataset[i]
         if pipe is not None:
             _, m = score_scene(pipe, item, lpips_model)
         else:
-            m = metrics_for(item, num_context, mean_colour_renders(item, num_context), None, None, lpips_model)
+            m = metrics_for(item, num_context, BASELINES[baseline](item, num_context), None, None, lpips_model)
             if "c2w" in item:
                 m.update(identity_pose_errors(item))
         agg.add(f"{i:05d}_{item['scene']}", m)
