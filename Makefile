@@ -3,20 +3,21 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+PIP := $(BIN)/python -m pip install -q -c constraints.txt
 
-.PHONY: install install-demo browser quickstart test test-slow lint bench clean
+.PHONY: install install-demo browser quickstart test test-slow lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(PIP) -e '.[dev]'
 	rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP)
 
 $(VENV)/.demo-installed: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,demo]'
+	$(PIP) -e '.[dev,demo]'
 	touch $@
 
 install-demo: $(VENV)/.demo-installed

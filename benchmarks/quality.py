@@ -57,7 +57,10 @@ def table(rows: list[dict]) -> str:
     return "\n".join([head, sep, *body])
 
 
-def evaluate_rows(dirs: dict, views: int, max_scenes: int, full_only: bool) -> list[dict]:
+def evaluate_rows(dirs: dict, views: int, max_scenes: int, full_only: bool, posed: Path | None = None) -> list[dict]:
+    """Every row of the table for one context-view count: baselines (mean colour, copy-nearest), the posed model
+    (``posed``: a stage-1 run trained with ``model.cameras=given``; skipped when None), stages 1-3, on the dynamic
+    and the static test. On the static test every pixel is static: its PSNR/SSIM fill the static columns."""
     from wildrayzer.config import load_config
     from wildrayzer.data import build_dataset
     from wildrayzer.infer.evaluate import evaluate
@@ -65,35 +68,35 @@ def evaluate_rows(dirs: dict, views: int, max_scenes: int, full_only: bool) -> l
     from wildrayzer.schedule import TINY, view_overrides
 
     vo = view_overrides(views)
-    dyn = build_dataset(load_config("configs/tiny/wildrayzer_inference.yaml", vo), "eval")
+    splits = {"dynamic test": build_dataset(load_config("configs/tiny/wildrayzer_inference.yaml", vo), "eval"),
+              "static test": build_dataset(load_config(TINY[1], ["data.split=test", *vo]), "eval")}
     rows = []
 
-    def add(name: str, summary: dict, split: str = "dynamic test") -> None:
-        row = {"model": name, "views": views, "split": split, "metrics": summary["mean"],
-               "scenes": summary["num_scenes"]}
+    def add(name: str, split: str, pipe=None, baseline: str = "", mae: bool | None = None) -> None:
+        if mae is not None:
+            pipe.model.use_mae_masking = mae
+        summary = evaluate(splits[split], views, pipe=pipe, baseline=baseline, max_scenes=max_scenes,
+                           progress=False)
+        metrics = dict(summary["mean"])
+        if split == "static test":
+            metrics.update(psnr_static=metrics.get("psnr"), ssim_static=metrics.get("ssim"))
+        row = {"model": name, "views": views, "split": split, "metrics": metrics, "scenes": summary["num_scenes"]}
         rows.append(row)
         print(json.dumps(row), flush=True)
 
     if full_only:
-        add(f"full WildRayZer ({views} views)", evaluate(dyn, views, pipe=Pipeline.load(dirs[3], device="cpu"),
-                                                        max_scenes=max_scenes, desc="stage 3"))
+        add(f"full WildRayZer ({views} views)", "dynamic test", Pipeline.load(dirs[3], device="cpu"))
         return rows
-    add("mean-colour baseline", evaluate(dyn, views, baseline="mean_colour", max_scenes=max_scenes))
-    add("stage 1 RayZer (no masks)", evaluate(dyn, views, pipe=Pipeline.load(dirs[1], device="cpu"),
-                                              max_scenes=max_scenes, desc="stage 1"))
-    s2 = Pipeline.load(dirs[2], device="cpu")
-    s2.model.use_mae_masking = False
-    add("+ motion estimator (stage 2)", evaluate(dyn, views, pipe=s2, max_scenes=max_scenes, desc="stage 2"))
-    s2.model.use_mae_masking = True
-    add("+ MAE masking (stage 2 masks, no retraining)", evaluate(dyn, views, pipe=s2, max_scenes=max_scenes,
-                                                                 desc="stage 2 + MAE"))
-    add("full WildRayZer (stage 3 + copy-paste)", evaluate(dyn, views, pipe=Pipeline.load(dirs[3], device="cpu"),
-                                                           max_scenes=max_scenes, desc="stage 3"))
-    static = build_dataset(load_config(TINY[1], ["data.split=test", *vo]), "eval")
-    add("mean-colour / identity-pose baseline", evaluate(static, views, baseline="mean_colour",
-                                                         max_scenes=max_scenes), "static test")
-    add("stage 1 RayZer", evaluate(static, views, pipe=Pipeline.load(dirs[1], device="cpu"), max_scenes=max_scenes,
-                                   desc="stage 1 static"), "static test")
+    s1, s2, s3 = (Pipeline.load(dirs[s], device="cpu") for s in (1, 2, 3))
+    for split in splits:
+        add("mean colour / identity poses", split, baseline="mean_colour")
+        add("copy nearest context view / identity poses", split, baseline="copy_nearest")
+        if posed is not None:
+            add("posed stage 1 (dataset cameras, LVSM-style)", split, Pipeline.load(posed, device="cpu"))
+        add("stage 1 RayZer (no masks)", split, s1)
+        add("+ motion estimator (stage 2)", split, s2, mae=False)
+        add("+ MAE masking (stage 2 masks, no retraining)", split, s2, mae=True)
+        add("full WildRayZer (stage 3 + copy-paste)", split, s3)
     return rows
 
 
@@ -106,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-scenes", type=int, default=0,
                    help="train on data/synthetic_N (N static + N dynamic scenes, made if absent; same test scenes)")
     p.add_argument("--skip-train", action="store_true", help="evaluate existing runs only")
+    p.add_argument("--posed-steps", type=int, default=0,
+                   help="also train (or with --skip-train: evaluate) a posed stage 1 (model.cameras=given) for the "
+                        "first view count, with the stage-1 settings and this many steps (0: no posed row)")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every stage")
     args = p.parse_args(argv)
 
@@ -125,10 +131,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             dirs = run_schedule(vdir, steps, view_overrides(views) + args.overrides, data_root=data_root,
                                 log=lambda m: print(m, file=sys.stderr, flush=True))
+        posed = None
+        if args.posed_steps and views == args.views[0]:
+            posed = vdir / "posed" / RUN_NAMES[1]
+            if not args.skip_train:
+                run_schedule(vdir / "posed", (args.posed_steps, 0, 0), view_overrides(views) + args.overrides
+                             + ["model.cameras=given"], stages=(1,), data_root=data_root,
+                             log=lambda m: print(m, file=sys.stderr, flush=True))
         timings[views] = time.time() - t0
         with torch.no_grad():
-            rows += evaluate_rows(dirs, views, args.max_scenes, full_only=views != args.views[0])
-    training = {"steps": steps, "train_scenes": args.train_scenes or None, "overrides": args.overrides,
+            rows += evaluate_rows(dirs, views, args.max_scenes, full_only=views != args.views[0], posed=posed)
+    training = {"steps": steps, "posed_steps": args.posed_steps or None, "train_scenes": args.train_scenes or None,
+                "overrides": args.overrides,
                 "train_seconds": timings}
     if args.skip_train:  # nothing was trained here: the runs' own configs say how they were
         training = dict.fromkeys(training)

@@ -96,3 +96,17 @@ def test_posed_stage1_trains_and_evaluates(tmp_path):
     mean = summary["mean"]
     assert math.isfinite(mean["psnr"])
     assert mean["pose_rot_deg"] < 0.05  # the given cameras come back (up to Sim(3)) as the predicted ones
+
+
+def test_copy_nearest_baseline_copies_the_context_view_with_the_closest_camera_centre():
+    from wildrayzer.infer.evaluate import copy_nearest_renders, evaluate
+
+    images = torch.stack([torch.full((3, 4, 4), float(i) / 10) for i in range(5)])  # view i is grey level i/10
+    c2w = torch.eye(4).repeat(5, 1, 1)
+    for i, x in enumerate([0.0, 10.0, 9.0, 1.0, 4.0]):  # context at x=0 and x=10; targets at 9, 1, 4
+        c2w[i, 0, 3] = x
+    item = {"images": images, "c2w": c2w, "scene": "s"}
+    renders = copy_nearest_renders(item, 2)
+    assert torch.equal(renders, images[[1, 0, 0]])
+    with pytest.raises(ValueError, match="unknown baseline"):
+        evaluate([item], 2, baseline="copy_farthest", progress=False)
