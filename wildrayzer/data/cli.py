@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--test-scenes", type=int, default=None, help="test scenes per kind (default max(1, scenes // 4))")
     s.add_argument("--dynamic-scenes", type=int, default=None,
                    help="dynamic training scenes (default: --scenes; 0 for a static-only stage-1 set)")
+    s.add_argument("--transient-distance", type=float, nargs=2, default=(0.6, 1.5), metavar=("MIN", "MAX"),
+                   help="metres ahead of the camera where transients walk (default 0.6 1.5; nearer = larger)")
     s.add_argument("--frames", type=int, default=24, help="frames per scene (default 24, at least 8)")
     s.add_argument("--res", type=int, default=64, help="square resolution in pixels (default 64)")
     s.add_argument("--seed", type=int, default=0)
@@ -63,8 +65,12 @@ def _synth(args) -> int:
     if min(args.scenes, args.test_scenes or 0, dynamic) < 0:
         raise UserError("--scenes, --test-scenes and --dynamic-scenes must be >= 0")
     test = max(1, args.scenes // 4) if args.test_scenes is None else args.test_scenes
+    near, far = args.transient_distance
+    if not 0.5 <= near <= far <= 10:
+        raise UserError(f"--transient-distance {near} {far}: give MIN <= MAX between 0.5 and 10 metres")
     params = SynthParams(static_train=args.scenes, static_test=test, dynamic_train=dynamic, dynamic_test=test,
-                         frames=args.frames, res=args.res, seed=args.seed, coco_images=args.coco_images)
+                         frames=args.frames, res=args.res, seed=args.seed, coco_images=args.coco_images,
+                         transient_distance=(near, far))
     summary = generate(Path(args.out), params, workers=max(1, args.workers), progress=not args.no_progress)
     print(json.dumps({"out": str(args.out), **summary}))
     return 0

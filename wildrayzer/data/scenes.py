@@ -188,7 +188,8 @@ def _in_view(c2w: np.ndarray, fxfycxcy: np.ndarray, height: int, width: int, poi
     return (cam[:, 2] > 0.5) & (u > 0.1 * width) & (u < 0.9 * width) & (v > 0) & (v < height)
 
 
-def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints) -> list[Transient]:
+def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints,
+                distance: tuple[float, float] = (0.6, 1.5)) -> list[Transient]:
     frames = len(c2w)
     cams_xz = c2w[:, [0, 2], 3]
     s = np.linspace(0.0, 1.0, frames)
@@ -204,7 +205,7 @@ def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints) -> l
                 size = (rng.uniform(0.3, 0.6), rng.uniform(0.9, 1.6), 0.0)
             radius = float(np.hypot(size[0], size[2])) if kind == "box" else size[0]
             mid = c2w[frames // 2]
-            ahead = mid[:3, 3] + mid[:3, 2] * rng.uniform(1.5, 4.0) + mid[:3, 0] * rng.uniform(-1.5, 1.5)
+            ahead = mid[:3, 3] + mid[:3, 2] * rng.uniform(*distance) + mid[:3, 0] * rng.uniform(-1.5, 1.5)
             start = ahead[[0, 2]]
             ang = rng.uniform(0, 2 * np.pi)
             end = start + rng.uniform(0.6, 2.2) * np.array([np.cos(ang), np.sin(ang)])
@@ -242,8 +243,10 @@ def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints) -> l
     return out
 
 
-def random_scene(rng: np.random.Generator, frames: int, height: int, width: int, dynamic: bool) -> SceneSpec:
-    """Draw one scene: room, 2-5 static objects, camera path, intrinsics and (if ``dynamic``) 1-3 transients."""
+def random_scene(rng: np.random.Generator, frames: int, height: int, width: int, dynamic: bool,
+                 transient_distance: tuple[float, float] = (0.6, 1.5)) -> SceneSpec:
+    """Draw one scene: room, 2-5 static objects, camera path, intrinsics and (if ``dynamic``) 1-3 transients whose
+    paths start ``transient_distance`` metres (min, max) ahead of the middle frame's camera."""
     size = np.array([rng.uniform(4.0, 7.0), rng.uniform(2.6, 3.2), rng.uniform(5.0, 9.0)])
     half_xz = size[[0, 2]] / 2
     wall_names = tuple(n for n in ALL_NAMES if n not in ("text", "page"))
@@ -262,6 +265,6 @@ def random_scene(rng: np.random.Generator, frames: int, height: int, width: int,
     light_dir = np.array([rng.uniform(-0.5, 0.5), 1.0, rng.uniform(-0.5, 0.5)])
     light = Light(light_dir / np.linalg.norm(light_dir),
                   np.array([rng.uniform(-0.5, 0.5) * half_xz[0], size[1] - 0.3, rng.uniform(-0.5, 0.5) * half_xz[1]]))
-    transients = (_transients(rng, half_xz, c2w, fxfycxcy, height, width, int(rng.integers(1, 4)), footprints)
-                  if dynamic else [])
+    transients = (_transients(rng, half_xz, c2w, fxfycxcy, height, width, int(rng.integers(1, 4)), footprints,
+                              tuple(transient_distance)) if dynamic else [])
     return SceneSpec(room, statics, light, c2w, fxfycxcy, height, width, kind, transients)

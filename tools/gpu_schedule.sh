@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The shipped tiny model's recipe on one GPU, end to end: data, stages 1 -> 2 -> 3, export.
+#
+#   bash tools/gpu_schedule.sh [EXPORT_DIR]          # default export: checkpoints/wildrayzer_tiny_2view
+#   S1=6000 S2=300 S3=600 SCENES=1536 OUT_DIR=experiments/gpu_schedule bash tools/gpu_schedule.sh
+#
+# Stage 1 is where a GPU pays (benchmarks/RESULTS.md "v0.6"): d=192, 4+4+4 layers, 128 latents, batch 32, lr 7e-4
+# on SCENES generated static scenes; stages 2 and 3 keep the tiny CPU settings. Resumable: re-running continues each
+# stage from its last checkpoint and skips finished ones. PY=python3 by default (a checkout on PYTHONPATH is enough:
+# `python3 -m wildrayzer`); DEVICE=cpu runs the same recipe on the CPU (slowly).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+DEVICE=${DEVICE:-cuda}
+SCENES=${SCENES:-1536}
+S1=${S1:-6000}
+S2=${S2:-300}
+S3=${S3:-600}
+OUT_DIR=${OUT_DIR:-experiments/gpu_schedule}
+EXPORT=${1:-checkpoints/wildrayzer_tiny_2view}
+WORKERS=${DATA_WORKERS:-8}
+ARCH="model.dim=192 model.heads=6 model.camera_layers=4 model.scene_layers=4 model.renderer_layers=4
+  model.num_latents=128"
+
+if [ ! -f "data/synthetic_$SCENES/dynamic_re10k/train/full_list.txt" ]; then  # all cores; schedule would use one
+  $PY -m wildrayzer data synth --out "data/synthetic_$SCENES" --scenes "$SCENES" --test-scenes 8 \
+    --workers "$(nproc)" --no-progress
+fi
+# shellcheck disable=SC2086
+$PY -m wildrayzer schedule --out "$OUT_DIR" --train-scenes "$SCENES" --steps "$S1" "$S2" "$S3" --export "$EXPORT" \
+  --stage-override 1 training.batch_size=32 --stage-override 1 training.lr=7.0e-4 \
+  --stage-override 1 training.lr_warmup=300 --stage-override 1 data.num_workers="$WORKERS" \
+  --stage-override 1 training.checkpoint_every=1000 \
+  $ARCH training.device="$DEVICE" logging.progress=false logging.tensorboard=false
