@@ -110,3 +110,23 @@ def test_copy_nearest_baseline_copies_the_context_view_with_the_closest_camera_c
     assert torch.equal(renders, images[[1, 0, 0]])
     with pytest.raises(ValueError, match="unknown baseline"):
         evaluate([item], 2, baseline="copy_farthest", progress=False)
+
+
+def test_api_predict_takes_known_cameras_and_a_posed_checkpoint_requires_them(tmp_path):
+    from wildrayzer.api import WildRayZer as API
+    from wildrayzer.errors import UserError
+    from wildrayzer.train.checkpoint import save_pretrained
+
+    model, cfg = _posed_model()
+    api = API.from_pretrained(save_pretrained(model, cfg, tmp_path / "posed"), device="cpu")
+    photos = [torch.rand(3, 40, 48) for _ in range(2)]
+    c2w = _random_c2w(1, 2, seed=4)[0]
+    k = torch.tensor([[30.0, 30.0, 16.0, 16.0]] * 2)
+    pred = api.predict(photos, c2w=c2w, fxfycxcy=k)
+    assert torch.allclose(pred["cameras"]["c2w"], normalize_given_c2w(c2w[None])[0], atol=1e-6)
+    with pytest.raises(UserError, match="model.cameras=given"):
+        api.predict(photos)
+    with pytest.raises(UserError, match="both c2w and fxfycxcy"):
+        api.predict(photos, c2w=c2w)
+    with pytest.raises(UserError, match="3 cameras for 2 input views"):
+        api.predict(photos, c2w=_random_c2w(1, 3)[0], fxfycxcy=k[[0, 0, 0]])

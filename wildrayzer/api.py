@@ -130,7 +130,7 @@ def prepare_images(images, size: int) -> Tensor:
     return torch.stack(out).clamp(0, 1)
 
 
-def _cameras(c2w, fxfycxcy) -> tuple[Tensor, Tensor]:
+def _cameras(c2w, fxfycxcy, what: str = "render") -> tuple[Tensor, Tensor]:
     """c2w: (T, 4, 4) or (4, 4), fxfycxcy: (T, 4) or (4,) -> checked float32 (T, 4, 4), (T, 4)."""
     try:
         c2w = torch.as_tensor(np.asarray(c2w, dtype=np.float64) if not isinstance(c2w, Tensor) else c2w,
@@ -138,23 +138,23 @@ def _cameras(c2w, fxfycxcy) -> tuple[Tensor, Tensor]:
         k = torch.as_tensor(np.asarray(fxfycxcy, dtype=np.float64) if not isinstance(fxfycxcy, Tensor) else fxfycxcy,
                             dtype=torch.float32)
     except (TypeError, ValueError, RuntimeError) as e:
-        raise UserError(f"render: c2w and fxfycxcy must be numeric arrays ({type(e).__name__})") from None
+        raise UserError(f"{what}: c2w and fxfycxcy must be numeric arrays ({type(e).__name__})") from None
     if c2w.dim() == 2:
         c2w, k = c2w[None], k.reshape(1, -1)
     if c2w.dim() != 3 or c2w.shape[1:] != (4, 4) or k.shape != (c2w.shape[0], 4):
-        raise UserError(f"render: expected c2w (T, 4, 4) and fxfycxcy (T, 4); got {tuple(c2w.shape)} and "
+        raise UserError(f"{what}: expected c2w (T, 4, 4) and fxfycxcy (T, 4); got {tuple(c2w.shape)} and "
                         f"{tuple(k.shape)}")
     if c2w.shape[0] < 1 or c2w.shape[0] > MAX_RENDER_VIEWS:
-        raise UserError(f"render: {c2w.shape[0]} cameras; one call renders 1 to {MAX_RENDER_VIEWS} (MAX_RENDER_VIEWS)")
+        raise UserError(f"{what}: {c2w.shape[0]} cameras; one call renders 1 to {MAX_RENDER_VIEWS} (MAX_RENDER_VIEWS)")
     if not (bool(torch.isfinite(c2w).all()) and bool(torch.isfinite(k).all())):
-        raise UserError("render: c2w or fxfycxcy holds NaN or infinite values")
+        raise UserError(f"{what}: c2w or fxfycxcy holds NaN or infinite values")
     if bool((k <= 0).any()):
-        raise UserError(f"render: fxfycxcy must be positive pixels; got {k[(k <= 0).any(1)][0].tolist()}")
+        raise UserError(f"{what}: fxfycxcy must be positive pixels; got {k[(k <= 0).any(1)][0].tolist()}")
     rot = c2w[:, :3, :3].double()
     err = (rot.transpose(1, 2) @ rot - torch.eye(3, dtype=torch.float64)).abs().amax(dim=(1, 2))
     if bool((err > 1e-3).any()):
         i = int((err > 1e-3).nonzero()[0])
-        raise UserError(f"render: camera {i} is not a rigid pose (rotation block off orthonormal by {float(err[i]):.3g}"
+        raise UserError(f"{what}: camera {i} is not a rigid pose (rotation block off orthonormal by {float(err[i]):.3g}"
                         "; singular or scaled)")
     return c2w, k
 
@@ -211,8 +211,10 @@ class WildRayZer:
     def image_size(self) -> int:
         return self.pipeline.image_size
 
-    def predict(self, images) -> dict:
+    def predict(self, images, c2w=None, fxfycxcy=None) -> dict:
         """images: the ``num_context_views`` input photos of one scene (list of PIL / numpy / tensor, any size).
+        c2w: (V, 4, 4) and fxfycxcy: (V, 4) pixels at ``image_size``: known cameras, required by a posed checkpoint
+        (``model.cameras=given``) and used instead of the estimator's by any other.
 
         Returns ``cameras`` {"c2w": (V, 4, 4) relative to view 0, "fxfycxcy": (V, 4) pixels at ``image_size``},
         ``motion_masks`` (V, 1, S, S) probabilities or None, ``images`` (V, 3, S, S) as the model saw them and
@@ -226,7 +228,18 @@ class WildRayZer:
             raise UserError(f"this model takes {self.num_context_views} input views; got {len(images)} images "
                             "(the view count is fixed at training time)")
         x = prepare_images(images, self.image_size)
-        out = self.pipeline.run(x[None])
+        cams = None
+        if (c2w is None) != (fxfycxcy is None):
+            raise UserError("predict: give both c2w and fxfycxcy, or neither")
+        if c2w is not None:
+            c2w, k = _cameras(c2w, fxfycxcy, "predict")
+            if c2w.shape[0] != self.num_context_views:
+                raise UserError(f"predict: {c2w.shape[0]} cameras for {self.num_context_views} input views")
+            cams = {"c2w": c2w[None], "fxfycxcy": k[None]}
+        elif self.pipeline.posed:
+            raise UserError("predict: this checkpoint was trained with known cameras (model.cameras=given): pass "
+                            "c2w (V, 4, 4) and fxfycxcy (V, 4) of the input views")
+        out = self.pipeline.run(x[None], cameras=cams)
         probs = out["motion_probs"]
         return {"cameras": {"c2w": out["cameras"]["c2w"][0].cpu(), "fxfycxcy": out["cameras"]["fxfycxcy"][0].cpu()},
                 "motion_masks": probs[0].cpu() if probs is not None else None,

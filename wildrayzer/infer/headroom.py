@@ -60,7 +60,8 @@ def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True) 
                 if c == "transient_free":
                     clean = images.clone()
                     clean[0, :vc] = item["clean_images"][:vc].to(pipe.device, torch.float32)
-                    renders, c2w = _render(pipe, clean, pipe.semantic_features(clean[:, :vc]), vc, apply_mae=False, cameras=cams)
+                    renders, c2w = _render(pipe, clean, pipe.semantic_features(clean[:, :vc]), vc, apply_mae=False,
+                                           cameras=cams)
                 elif c == "gt_masks":
                     renders, c2w = _render(pipe, images, sem, vc, True, item["motion_masks"][:vc][None], cams)
                 else:
