@@ -29,9 +29,9 @@ def main(argv: list[str]) -> int:
         ensure_default_data(Path(default.data.root).parent)
     model_path = str(cfg.inference.model_path)
     if model_path == str(default.inference.model_path) and not Path(model_path).exists():
-        raise CheckpointError(f"the shipped tiny checkpoint {model_path} is missing; train and export it with "
-                              f"`wildrayzer schedule --out experiments/tiny --export {model_path}` or pass "
-                              "inference.model_path=<pretrained dir or run dir>")
+        raise CheckpointError(f"the shipped tiny checkpoint {model_path} is missing; restore it (git checkout -- "
+                              f"{model_path}), retrain it with `bash tools/gpu_schedule.sh {model_path}` (one GPU) or "
+                              "pass inference.model_path=<pretrained dir or run dir>")
     summary = run_inference(cfg)
     print(f"quickstart finished in {time.time() - t0:.0f} s: {summary.get('num_scenes', 0)} scenes, results in "
           f"{Path(cfg.inference_out_root).resolve()}")
