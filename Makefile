@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install install-demo browser quickstart test test-slow lint bench clean
+.PHONY: install install-demo browser quickstart test test-slow lint mutate bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +36,11 @@ test-slow: install-demo
 
 lint: install
 	$(BIN)/ruff check wildrayzer tests benchmarks train.py inference.py
+
+# Flip each method decision of docs/METHOD_DECISIONS.md (and the unlisted controls) in a scratch copy, one at a time;
+# the fast suite must fail for every one. Slow (minutes), not part of `make test` or CI.
+mutate: install
+	HF_HUB_OFFLINE=1 $(BIN)/python tools/mutate.py --all
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
