@@ -643,7 +643,7 @@ def scratch_copy(dest: Path) -> None:
 
 def pytest_env(root: Path) -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-               PYTHONDONTWRITEBYTECODE="1", WANDB_MODE="disabled")
+               PYTHONDONTWRITEBYTECODE="1", WANDB_MODE="disabled", COLUMNS="400")
     env.pop("PYTEST_ADDOPTS", None)
     return env
 
@@ -666,8 +666,10 @@ def failure_kind(out: str) -> str:
     caught the flip; another type means the flip made the code raise, worth a look), or '-'."""
     for line in out.splitlines():
         if line.startswith(("FAILED ", "ERROR ")):
-            detail = line.partition(" - ")[2]
-            return detail.split(":")[0].strip()[:24] or line.split()[0]
+            head = line.partition(" - ")[2].split(":")[0].strip()
+            if not head or head.startswith("assert"):  # pytest shows a failed assert statement as its source
+                return "AssertionError"
+            return head.split(".")[-1][:24]
     return "-"
 
 
