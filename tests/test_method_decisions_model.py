@@ -223,6 +223,29 @@ def test_only_moving_patches_are_replaced_by_the_noise_token():
     assert torch.equal(masked[~want], plain[~want])
 
 
+class _ViewMotion(torch.nn.Module):
+    """A stand-in motion head: 'static' (-10) for the first call (context views), 'moving' (+10) for the second
+    (targets, with motion_all_views)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, sem, tokens, plucker, h, w):
+        self.calls += 1
+        return torch.full((*tokens.shape[:2], 1, h, w), -10.0 if self.calls == 1 else 10.0)
+
+
+def test_token_masks_come_from_the_context_views_own_masks():
+    """Only the context views feed the scene, so their own masks (not the targets') decide which tokens are masked."""
+    model = tiny("model.use_motion_mask=true", "model.use_mae_masking=true")
+    model.motion = _ViewMotion()
+    with torch.no_grad():
+        out = model(images(), 2, motion_all_views=True, render_targets=False)
+    assert out["motion_logits"].shape[1] == 5 and (out["motion_logits"][:, 2:] > 0).all()
+    assert out["token_mask"].shape == (1, 2, 16) and not out["token_mask"].any()
+
+
 def test_token_rule_pools_probabilities_over_each_patch():
     """A token is masked when the mean motion probability over its patch exceeds the threshold (0.1): a few moving
     pixels do not mask a patch, a fifth of a patch does, and so does a low probability everywhere."""

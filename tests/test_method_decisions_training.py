@@ -119,6 +119,25 @@ def test_lr_warms_up_linearly_then_decays_by_a_cosine_to_the_floor():
     assert all(a >= b for a, b in zip(lr[10:], lr[11:]))
 
 
+def test_paper_settings_are_the_defaults_and_the_stage_configs():
+    """The paper's settings (DESIGN: README keys, pseudo-label constants, the three stage recipes)."""
+    d = load_config(None, [])
+    assert d.training.psnr_filter_threshold == 17.0 and d.training.mask_distill_loss_weight == 1.0
+    assert d.model.mask_token_threshold == 0.1 and d.model.focal_offset == 1.25
+    assert (d.pseudolabel.semantic_weight, d.pseudolabel.ssim_weight) == (0.6, 0.4)
+    assert (d.pseudolabel.top_cluster_fraction, d.pseudolabel.min_frame_votes) == (0.05, 4)
+    assert (d.training.beta1, d.training.beta2, d.training.perceptual_weight) == (0.9, 0.95, 0.2)
+    s1, s2, s3 = (load_config(f"configs/wildrayzer_stage{i}.yaml", []) for i in
+                  ("1_pretrain", "2_motion_mask", "3_joint_copy_paste"))
+    assert [c.training.stage for c in (s1, s2, s3)] == [1, 2, 3]
+    assert [c.training.lr for c in (s1, s2, s3)] == [1e-4, 1e-4, 2e-4]
+    assert [c.training.max_steps for c in (s1, s2, s3)] == [100_000, 10_000, 20_000]
+    assert not s1.model.use_motion_mask and not s1.copy_paste.enabled
+    for c in (s2, s3):
+        assert c.model.use_motion_mask and c.model.use_dinov3_pseudolabel and c.model.use_mae_masking
+    assert not s2.copy_paste.enabled and s3.copy_paste.enabled
+
+
 # ------------------------------------------------------------------ checkpoints and resume
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,7 @@ M = "tests/test_method_decisions_model.py::"
 L = "tests/test_method_decisions_losses.py::"
 P = "tests/test_method_decisions_pseudolabel.py::"
 T = "tests/test_method_decisions_training.py::"
+PAPER = T + "test_paper_settings_are_the_defaults_and_the_stage_configs"
 
 GEO, DATA, MODEL, MOTION, LOSS, PSEUDO, PASTE, STAGES, CKPT, METRIC = (
     "geometry and conventions", "data conventions", "model", "motion head and token masking", "losses and their masks",
@@ -217,6 +219,11 @@ DECISIONS: list[Flip] = [
          (M + "test_only_moving_patches_are_replaced_by_the_noise_token",),
          "only moving context tokens are replaced (whole) by the learned noise token",
          "MAE-style: transients must not reach the static scene representation"),
+    Flip("token-mask-from-context", MOTION, "wildrayzer/model/wildrayzer.py",
+         "torch.sigmoid(motion_logits[:, :vc].float())", "torch.sigmoid(motion_logits[:, -vc:].float())",
+         (M + "test_token_masks_come_from_the_context_views_own_masks",),
+         "token masks come from the context views' own motion masks",
+         "only context tokens enter the scene; a target's transient is not in them"),
     Flip("token-mean-pool", MOTION, "wildrayzer/model/wildrayzer.py",
          "pooled = F.adaptive_avg_pool2d(probs.float().flatten(0, 1), grid)",
          "pooled = F.adaptive_max_pool2d(probs.float().flatten(0, 1), grid)",
@@ -464,6 +471,22 @@ DECISIONS: list[Flip] = [
          "return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 - math.cos(math.pi * progress))",
          (T + "test_lr_warms_up_linearly_then_decays_by_a_cosine_to_the_floor",),
          "LR: linear warmup, then cosine decay to min_lr_ratio", "the paper's schedule"),
+    Flip("paper-psnr-filter", STAGES, "wildrayzer/config.py", "    psnr_filter_threshold: float = 17.0\n",
+         "    psnr_filter_threshold: float = 0.0\n", (PAPER,),
+         "the PSNR filter's default is 17 dB", "the paper's setting (a README key)"),
+    Flip("paper-token-threshold", STAGES, "wildrayzer/config.py", "    mask_token_threshold: float = 0.1\n",
+         "    mask_token_threshold: float = 0.5\n", (PAPER,),
+         "a token is masked above a mean motion probability of 0.1 by default", "the release's value"),
+    Flip("paper-score-weights", STAGES, "wildrayzer/config.py", "    semantic_weight: float = 0.6\n",
+         "    semantic_weight: float = 0.4\n", (PAPER,),
+         "pseudo-label scores weigh semantic 0.6, SSIM 0.4 by default", "the paper's combination"),
+    Flip("stage3-copy-paste-on", STAGES, "configs/wildrayzer_stage3_joint_copy_paste.yaml",
+         "copy_paste:\n  enabled: true", "copy_paste:\n  enabled: false",
+         (PAPER,),
+         "the stage-3 recipe pastes COCO transients", "copy-paste is stage 3's extra supervision"),
+    Flip("stage3-lr", STAGES, "configs/wildrayzer_stage3_joint_copy_paste.yaml", "  lr: 2.0e-4\n",
+         "  lr: 1.0e-4\n", (PAPER,),
+         "the stage recipes: 1e-4 / 100k, 1e-4 / 10k, 2e-4 / 20k steps", "the paper's schedule per stage"),
     # ------------------------------------------------------------------ checkpoint and resume
     Flip("noise-token-saved", CKPT, "wildrayzer/train/checkpoint.py",
          "state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}",
@@ -574,11 +597,11 @@ def render_docs() -> str:
         "WildRayZer learns novel view synthesis of dynamic scenes without poses: RayZer (camera estimator, scene",
         "encoder, renderer) pretrained on static scenes, a motion-mask head trained against pseudo-masks where the",
         "frozen static model's renders disagree with the photos, and joint training that masks moving tokens with a",
-        "noise token and leaves moving pixels out of the rendering loss. Below, one line per decision: what the code",
-        "does, why the method needs it, and the behavioural test that fails when it is flipped.",
-        "`make mutate` (`tools/mutate.py`; slow, not in `make test`) applies each flip to a scratch copy, one at a",
-        "time, and checks that the tests kill it. This page is generated from the runner's table",
-        "(`python tools/mutate.py --write-docs`); `tests/test_method_decisions_table.py` keeps both in step.",
+        "noise token and leaves moving pixels out of the rendering loss. Each line below is one decision: what the",
+        "code does, why the method needs it, and the behavioural test that fails when it is flipped. `make mutate`",
+        "(`tools/mutate.py`; slow, not in `make test`) flips each one in a scratch copy and checks that the tests kill",
+        "it; this page is generated from its table (`python tools/mutate.py --write-docs`) and",
+        "`tests/test_method_decisions_table.py` keeps both in step.",
         "",
         f"{len(DECISIONS)} decisions. Test ids are relative to `tests/`.",
         "",
@@ -764,6 +787,7 @@ def main(argv: list[str] | None = None) -> int:
         listed = [f for f in DECISIONS if f.id in ids]
         controls = [f for f in CONTROLS if f.id in ids]
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still removes its scratch copy
     root = Path(tempfile.mkdtemp(prefix="wildrayzer-mutate-"))
     t0 = time.perf_counter()
     try:
