@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 PIP := $(BIN)/python -m pip install -q -c constraints.txt
 
-.PHONY: install install-demo browser quickstart test test-slow lint clean
+.PHONY: install install-demo browser quickstart test test-slow lint mutate clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +37,11 @@ test-slow: install-demo
 
 lint: install
 	$(BIN)/ruff check wildrayzer tests benchmarks train.py inference.py
+
+# Flip each method decision of docs/METHOD_DECISIONS.md (and the unlisted controls) in a scratch copy, one at a time;
+# the fast suite must fail for every one. Slow (minutes), not part of `make test` or CI.
+mutate: install
+	HF_HUB_OFFLINE=1 $(BIN)/python tools/mutate.py --all
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
