@@ -1,5 +1,5 @@
-"""The decision table of ``make mutate`` (tools/mutate.py) cannot rot: every flip's snippet occurs exactly once in the
-current tree, every named test exists, and docs/METHOD_DECISIONS.md is the table's rendering."""
+"""The decision table of ``make mutate`` (tools/method_decisions.py) cannot rot: every flip's snippet occurs exactly
+once in the current tree, every named test exists, and docs/METHOD_DECISIONS.md is the table's rendering."""
 
 from __future__ import annotations
 
