@@ -73,10 +73,8 @@ def evaluate_rows(dirs: dict, views: int, max_scenes: int, full_only: bool, pose
     rows = []
 
     def add(name: str, split: str, pipe=None, baseline: str = "", mae: bool | None = None) -> None:
-        if mae is not None:
-            pipe.model.use_mae_masking = mae
         summary = evaluate(splits[split], views, pipe=pipe, baseline=baseline, max_scenes=max_scenes,
-                           progress=False)
+                           progress=False, apply_mae=mae)
         metrics = dict(summary["mean"])
         if split == "static test":
             metrics.update(psnr_static=metrics.get("psnr"), ssim_static=metrics.get("ssim"))

@@ -94,7 +94,8 @@ def layers_of(m) -> str:
 
 def bench_train(rep: Reporter, name: str, cfg, device, batch: int, repeats: int, peak: float) -> None:
     from wildrayzer.train.optim import build_optimizer
-    from wildrayzer.train.stages import Stage1Pretrain, apply_trainable
+    from wildrayzer.train.stage1 import Stage1Pretrain
+    from wildrayzer.train.stages import apply_trainable
 
     m = cfg.model
     model = build(cfg, device).train()

@@ -12,9 +12,9 @@ from torch import nn
 
 import wildrayzer.pseudolabel
 from wildrayzer.config import load_config
-from wildrayzer.losses import mask_bce_loss, mse_loss, rendering_loss
 from wildrayzer.model import WildRayZer
-from wildrayzer.perceptual import PerceptualLoss
+from wildrayzer.train.losses import mask_bce_loss, mse_loss, rendering_loss
+from wildrayzer.train.perceptual import PerceptualLoss
 from wildrayzer.train.stages import get_stage
 
 pytestmark = pytest.mark.usefixtures("one_thread")

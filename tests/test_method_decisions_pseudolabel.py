@@ -15,7 +15,6 @@ from wildrayzer.config import load_config
 from wildrayzer.cosegment import dynamic_clusters
 from wildrayzer.data.coco_synth import write_synthetic_coco
 from wildrayzer.data.copy_paste import CopyPaste
-from wildrayzer.losses import mask_bce_loss
 from wildrayzer.pseudolabel import (
     build_pseudo_masks,
     dissimilarity_scores,
@@ -27,6 +26,7 @@ from wildrayzer.pseudolabel import (
     zscore,
 )
 from wildrayzer.pseudolabel_synth import make_scene, mask_iou
+from wildrayzer.train.losses import mask_bce_loss
 from wildrayzer.train.stages import get_stage
 
 pytestmark = pytest.mark.usefixtures("one_thread")

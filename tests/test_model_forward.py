@@ -5,8 +5,8 @@ import torch
 
 from wildrayzer.config import load_config
 from wildrayzer.errors import ConfigError
-from wildrayzer.losses import mask_bce_loss, mse_loss
 from wildrayzer.model import WildRayZer
+from wildrayzer.train.losses import mask_bce_loss, mse_loss
 from wildrayzer.train.stages import apply_trainable
 
 TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.heads=4", "model.camera_layers=1",

@@ -154,7 +154,7 @@ def test_crafted_training_state_refused_on_resume(synth, tmp_path, marker, monke
 def test_crafted_auxiliary_weights_refused(tmp_path, marker):
     """Perceptual (VGG-19) and LPIPS weight files are read with weights_only=True too."""
     from wildrayzer.infer.lpips import load_lpips
-    from wildrayzer.perceptual import PerceptualLoss
+    from wildrayzer.train.perceptual import PerceptualLoss
 
     evil = _write_evil(tmp_path / "vgg19.pth", marker, "torch_zip")
     with pytest.raises(CheckpointError, match="cannot read"):

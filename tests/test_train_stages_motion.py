@@ -161,7 +161,7 @@ def test_stage3_pseudolabels_with_static_model(root, tmp_path):
 
 
 def test_mask_pos_weight_upweights_moving_pixels():
-    from wildrayzer.losses import mask_bce_loss
+    from wildrayzer.train.losses import mask_bce_loss
 
     logits = torch.zeros(1, 1, 1, 4, 4)
     target = torch.zeros(1, 1, 1, 4, 4)

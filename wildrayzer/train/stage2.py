@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses import mask_bce_loss
-from .stages import given_cameras, register_stage
+from .losses import mask_bce_loss
+from .stage1 import given_cameras
 
 
 def check_supervision(cfg) -> None:
@@ -143,6 +143,3 @@ class Stage2MotionMask(MotionStageBase):
 
     def compute_losses(self, batch: dict, out: dict, cfg) -> tuple[Tensor, dict[str, Tensor]]:
         return self.mask_loss(out)
-
-
-register_stage(2, Stage2MotionMask)

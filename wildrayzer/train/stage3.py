@@ -15,9 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses import rendering_loss
+from .losses import rendering_loss
+from .stage1 import build_perceptual, given_cameras
 from .stage2 import MotionStageBase
-from .stages import build_perceptual, given_cameras, register_stage
 
 
 class Stage3JointCopyPaste(MotionStageBase):
@@ -74,6 +74,3 @@ class Stage3JointCopyPaste(MotionStageBase):
         logs.update(mlogs)
         logs["dynamic_frac"] = dynamic.mean().detach()
         return render + bce, logs
-
-
-register_stage(3, Stage3JointCopyPaste)
