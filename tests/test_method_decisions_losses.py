@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import wildrayzer.pseudolabel
+import wildrayzer.pseudolabel.constructor
 from wildrayzer.config import load_config
 from wildrayzer.model import WildRayZer
 from wildrayzer.train.losses import mask_bce_loss, mse_loss, rendering_loss
@@ -185,7 +185,7 @@ def recorded(monkeypatch):
         calls.append(renders.detach().clone())
         return torch.zeros_like(targets[:, :, :1]), torch.ones(targets.shape[:2], dtype=torch.bool)
 
-    monkeypatch.setattr(wildrayzer.pseudolabel, "pseudo_masks_for_batch", fake)
+    monkeypatch.setattr(wildrayzer.pseudolabel.constructor, "pseudo_masks_for_batch", fake)
     return calls
 
 
@@ -244,7 +244,7 @@ def test_labels_join_paste_masks_and_only_reliable_or_pasted_views_are_supervise
         masks[..., :2, :] = 1.0
         return masks, torch.tensor([[True, False, False]])
 
-    monkeypatch.setattr(wildrayzer.pseudolabel, "pseudo_masks_for_batch", fake)
+    monkeypatch.setattr(wildrayzer.pseudolabel.constructor, "pseudo_masks_for_batch", fake)
     cfg = load_config(None, TINY)
     st = get_stage(2)
     x = torch.rand(1, 5, 3, 8, 8)

@@ -120,7 +120,7 @@ def test_lr_warms_up_linearly_then_decays_by_a_cosine_to_the_floor():
 
 
 def test_paper_settings_are_the_defaults_and_the_stage_configs():
-    """The paper's settings (DESIGN: README keys, pseudo-label constants, the three stage recipes)."""
+    """The paper's settings (README keys, pseudo-label constants, the three stage recipes)."""
     d = load_config(None, [])
     assert d.training.psnr_filter_threshold == 17.0 and d.training.mask_distill_loss_weight == 1.0
     assert d.model.mask_token_threshold == 0.1 and d.model.focal_offset == 1.25

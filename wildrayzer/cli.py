@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("wildrayzer.train.run", "train a stage: --config FILE [key=value ...]"),
     "infer": ("wildrayzer.infer.run", "run inference/evaluation: --config FILE [key=value ...]"),
     "data": ("wildrayzer.data.cli", "synthesise, import or check datasets (synth | import | check)"),
-    "pseudolabel": ("wildrayzer.pseudolabel_cli", "build pseudo-motion masks offline: --config FILE [key=value ...]"),
+    "pseudolabel": ("wildrayzer.pseudolabel.cli", "export pseudo-motion masks to inspect: --config FILE [--out DIR]"),
     "demo": ("wildrayzer.demo", "launch the Gradio demo"),
     "bench": ("wildrayzer.bench", "speed / quality benchmarks (speed | quality | synth | pseudolabel)"),
     "schedule": ("wildrayzer.schedule", "train the tiny CPU schedule, stages 1 -> 2 -> 3 (--out DIR --steps S1 S2 S3)"),

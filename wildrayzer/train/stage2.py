@@ -90,7 +90,7 @@ class MotionStageBase:
         """-> mask labels (B, V, 1, H, W) and validity (B, V) for every view. Targets get pseudo-masks (when on)
         united with their paste masks; context views are labelled only where something was pasted on them (a
         context view's own transients cannot be pseudo-labelled: its render reproduces them)."""
-        from ..pseudolabel import pseudo_masks_for_batch
+        from ..pseudolabel.constructor import pseudo_masks_for_batch
 
         images = batch["images"]
         vc = cfg.model.num_context_views

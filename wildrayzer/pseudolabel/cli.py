@@ -1,11 +1,12 @@
-"""``wildrayzer pseudolabel --config FILE [--out DIR] [key=value ...]``: build the pseudo-motion-mask cache offline.
+"""``wildrayzer pseudolabel --config FILE [--out DIR] [key=value ...]``: export pseudo-motion masks to inspect them.
 
 For every scene of ``build_dataset(cfg, "eval")`` (set ``data.split`` to the split you train on): render the target
 views with the frozen stage-1 model (``pseudolabel.stage1_checkpoint``), compute semantic features (cached per image
-under ``semantic.cache_dir`` when set), run the constructor (:mod:`wildrayzer.pseudolabel`) and write masks + a JSON
-with reliability to ``--out`` or ``training.pseudolabel_cache`` (:mod:`wildrayzer.pseudolabel_cache`). Scenes already
-cached with the same settings are skipped, so an interrupted run resumes. When the dataset has ground-truth motion
-masks, the summary reports the masks' IoU against them.
+under ``semantic.cache_dir`` when set), run the constructor (:mod:`wildrayzer.pseudolabel.constructor`) and write masks
++ a JSON with reliability to ``--out`` (default ``experiments/pseudolabels``; :mod:`wildrayzer.pseudolabel.cache`).
+Scenes already written with the same settings are skipped, so an interrupted run resumes. When the dataset has
+ground-truth motion masks, the summary reports the masks' IoU against them. Training does not read these files: stages
+2 and 3 compute their pseudo-labels in the loop, from the model being trained against.
 
 ``--renders clean`` replaces the stage-1 renders by the dataset's transient-free ``clean_images`` (synthetic data
 only): a diagnostic that measures the constructor alone, with perfect static renders.
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
 
 RenderFn = Callable[[dict], Tensor]  # dataset item -> target renders (T, 3, H, W) in [0, 1]
 
@@ -38,7 +39,7 @@ def _device(cfg) -> torch.device:
 
 def stage1_renderer(cfg, device: torch.device) -> RenderFn:
     """The frozen stage-1 model as a renderer of an item's target views (context = first num_context_views)."""
-    from .train.checkpoint import load_model_checkpoint
+    from ..train.checkpoint import load_model_checkpoint
 
     path = str(cfg.pseudolabel.stage1_checkpoint)
     if not path:
@@ -82,10 +83,14 @@ def label_dataset(cfg, dataset, render: RenderFn, backbone, out_dir: str | Path,
     """Label every scene of ``dataset`` not yet cached -> summary dict (counts, timing, IoU vs GT when present)."""
     from tqdm import tqdm
 
-    from .pseudolabel import build_pseudo_masks
-    from .pseudolabel_cache import PseudoLabelCache, fingerprint
-    from .pseudolabel_synth import mask_iou
-    from .semantic import FeatureCache
+    from ..infer.metrics import mask_iou_pooled
+    from ..semantic import FeatureCache
+    from .cache import PseudoLabelCache, fingerprint
+    from .constructor import build_pseudo_masks
+
+    def mask_iou(pred: Tensor, gt: Tensor) -> float:  # 1.0 when nothing moves and nothing is predicted
+        iou = mask_iou_pooled(pred, gt)
+        return 1.0 if iou is None else iou
 
     cache = PseudoLabelCache(out_dir)
     fp = fingerprint(cfg, getattr(render, "source", "unknown"))
@@ -133,21 +138,21 @@ def label_dataset(cfg, dataset, render: RenderFn, backbone, out_dir: str | Path,
 
 
 def main(argv: list[str]) -> int:
-    from .cli import config_arg_parser
-    from .config import load_config
-    from .data import build_dataset
-    from .semantic import build_semantic_backbone
+    from ..cli import config_arg_parser
+    from ..config import load_config
+    from ..data import build_dataset
+    from ..semantic import build_semantic_backbone
 
     parser = config_arg_parser("wildrayzer pseudolabel", __doc__.splitlines()[0])
-    parser.add_argument("--out", default="", help="cache directory (default: training.pseudolabel_cache)")
+    parser.add_argument("--out", default="experiments/pseudolabels", help="output directory (default: %(default)s)")
     parser.add_argument("--max-scenes", type=int, default=0, help="label at most this many scenes (0 = all)")
     parser.add_argument("--renders", choices=("stage1", "clean"), default="stage1",
                         help="stage1: frozen stage-1 model (default); clean: the dataset's clean_images (diagnostic)")
     args = parser.parse_intermixed_args(argv)  # options may follow key=value overrides
     cfg = load_config(Path(args.config), args.overrides)
-    out_dir = args.out or cfg.training.pseudolabel_cache
+    out_dir = args.out
     if not out_dir:
-        raise ConfigError("no output directory: pass --out DIR or set training.pseudolabel_cache")
+        raise ConfigError("--out is empty: pass the output directory, e.g. --out experiments/pseudolabels")
     device = _device(cfg)
     render = stage1_renderer(cfg, device) if args.renders == "stage1" else clean_renderer(cfg)
     backbone = build_semantic_backbone(cfg.semantic).to(device)
@@ -161,6 +166,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from .cli import run_guarded
+    from ..cli import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))
