@@ -29,7 +29,7 @@ def make_tiny_checkpoint(out_dir, repo, extra=(), seed=0):
     from wildrayzer.config import load_config
     from wildrayzer.model import WildRayZer as Net
     from wildrayzer.semantic import build_semantic_backbone
-    from wildrayzer.train.checkpoint import save_pretrained
+    from wildrayzer.weights import save_pretrained
 
     cfg = load_config(repo / CONFIG, TINY + list(extra))
     dim = build_semantic_backbone(cfg.semantic).out_dim

@@ -19,11 +19,11 @@ from wildrayzer.image_ops import psnr
 from wildrayzer.infer.metrics import mask_iou_pooled, mask_scores, psnr_static, ssim_full
 from wildrayzer.model import WildRayZer
 from wildrayzer.semantic import build_semantic_backbone
-from wildrayzer.train.checkpoint import load_model_checkpoint, load_state_strict, save_pretrained
 from wildrayzer.train.optim import build_optimizer, cosine_with_warmup, param_groups
 from wildrayzer.train.rng import capture_rng, restore_rng
 from wildrayzer.train.sampler import EpochLoader
 from wildrayzer.train.stages import apply_trainable, get_stage
+from wildrayzer.weights import load_model_checkpoint, load_state_strict, save_pretrained
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -287,7 +287,7 @@ def test_converted_model_renders_like_the_release(tmp_path, fixture_state):
     """Conversion through the file path gives the same model as the parity run: renders equal the fixture's."""
     from safetensors.torch import load_file
 
-    from wildrayzer.train.checkpoint import load_model_checkpoint
+    from wildrayzer.weights import load_model_checkpoint
 
     ckpt = _release_file(tmp_path, fixture_state)
     convert_official(ckpt, tmp_path / "c", image_size=64, log=lambda m: None)

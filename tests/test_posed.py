@@ -115,7 +115,7 @@ def test_copy_nearest_baseline_copies_the_context_view_with_the_closest_camera_c
 def test_api_predict_takes_known_cameras_and_a_posed_checkpoint_requires_them(tmp_path):
     from wildrayzer.api import WildRayZer as API
     from wildrayzer.errors import UserError
-    from wildrayzer.train.checkpoint import save_pretrained
+    from wildrayzer.weights import save_pretrained
 
     model, cfg = _posed_model()
     api = API.from_pretrained(save_pretrained(model, cfg, tmp_path / "posed"), device="cpu")

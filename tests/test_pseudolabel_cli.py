@@ -32,7 +32,7 @@ def synth(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stage1(tmp_path_factory):
     from wildrayzer.model import WildRayZer
-    from wildrayzer.train.checkpoint import save_pretrained
+    from wildrayzer.weights import save_pretrained
 
     cfg = load_config(REPO / "configs/tiny/wildrayzer_stage1_pretrain.yaml", [])
     torch.manual_seed(0)

@@ -345,7 +345,7 @@ CASES = [corrupt_png, zero_byte_image, rgba_and_odd_size_images_accepted, graysc
 def _make_world(root: Path) -> World:
     from wildrayzer.config import load_config
     from wildrayzer.model import WildRayZer
-    from wildrayzer.train.checkpoint import save_pretrained
+    from wildrayzer.weights import save_pretrained
 
     small_synth(root / "synth")
     torch.manual_seed(0)

@@ -83,7 +83,7 @@ def _write_evil(path: Path, marker: Path, kind: str) -> Path:
 @pytest.mark.parametrize("kind", ["pickle", "torch_zip"])
 @pytest.mark.parametrize("layout", ["pt_file", "safetensors_name", "pretrained_dir", "run_dir"])
 def test_crafted_checkpoint_refused_by_load_model_checkpoint(tmp_path, marker, kind, layout):
-    from wildrayzer.train.checkpoint import load_model_checkpoint
+    from wildrayzer.weights import load_model_checkpoint
 
     if layout == "pt_file":
         target = _write_evil(tmp_path / "model.pt", marker, kind)
@@ -270,7 +270,7 @@ def test_stored_config_with_interpolation_in_checkpoint_header_is_not_executed(t
 
     from wildrayzer.config import to_container
     from wildrayzer.model import WildRayZer
-    from wildrayzer.train.checkpoint import FORMAT, load_model_checkpoint
+    from wildrayzer.weights import FORMAT, load_model_checkpoint
 
     cfg = load_config(None, MODEL)
     stored = to_container(cfg)
@@ -286,7 +286,7 @@ def test_stored_config_with_interpolation_in_checkpoint_header_is_not_executed(t
 @pytest.fixture(scope="module")
 def tiny_pretrained(tmp_path_factory) -> Path:
     from wildrayzer.model import WildRayZer
-    from wildrayzer.train.checkpoint import save_pretrained
+    from wildrayzer.weights import save_pretrained
 
     cfg = load_config(INFER_CFG, MODEL + NO_MOTION)
     torch.manual_seed(0)

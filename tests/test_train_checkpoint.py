@@ -6,12 +6,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from wildrayzer import weights
 from wildrayzer.config import load_config
 from wildrayzer.errors import CheckpointError
 from wildrayzer.model import WildRayZer
 from wildrayzer.train import checkpoint as ck
-from wildrayzer.train.checkpoint import latest_checkpoint, load_model_checkpoint, save_checkpoint, save_pretrained
+from wildrayzer.train.checkpoint import save_checkpoint
 from wildrayzer.train.warmstart import init_from_checkpoint
+from wildrayzer.weights import latest_checkpoint, load_model_checkpoint, save_pretrained
 
 TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.heads=4", "model.camera_layers=1",
         "model.scene_layers=1", "model.renderer_layers=1", "model.motion_layers=1", "model.num_latents=16",
@@ -56,12 +58,12 @@ def test_mismatched_views_layers_or_dim_raise_listing_differences(tmp_path):
     # weights that do not fit the model (shape and key level)
     other = WildRayZer(tiny("model.num_latents=32").model)
     with pytest.raises(CheckpointError, match="shape: scene.latents"):
-        ck.load_state_strict(WildRayZer(cfg.model), other.state_dict(), "x")
+        weights.load_state_strict(WildRayZer(cfg.model), other.state_dict(), "x")
     state = WildRayZer(cfg.model).state_dict()
     state.pop("noise_token")
     state["extra.weight"] = torch.zeros(1)
     with pytest.raises(CheckpointError, match="missing: noise_token.*unexpected: extra.weight"):
-        ck.load_state_strict(WildRayZer(cfg.model), state, "x")
+        weights.load_state_strict(WildRayZer(cfg.model), state, "x")
 
 
 def test_foreign_truncated_and_missing_checkpoints(tmp_path):

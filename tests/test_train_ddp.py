@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from wildrayzer.train.checkpoint import read_weights
+from wildrayzer.weights import read_weights
 
 SCRIPT = textwrap.dedent("""
     import sys

@@ -12,9 +12,9 @@ from wildrayzer.data import build_dataset
 from wildrayzer.data.synthetic import SynthParams, generate
 from wildrayzer.errors import ConfigError
 from wildrayzer.model import WildRayZer
-from wildrayzer.train.checkpoint import latest_checkpoint
 from wildrayzer.train.loop import train
 from wildrayzer.train.stages import apply_trainable, get_stage
+from wildrayzer.weights import latest_checkpoint
 
 TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.heads=2", "model.camera_layers=1",
         "model.scene_layers=1", "model.renderer_layers=1", "model.motion_layers=2", "model.num_latents=16",

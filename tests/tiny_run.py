@@ -36,7 +36,7 @@ def tiny_pretrained(out: Path, seed: int = 0) -> Path:
 
     from wildrayzer.config import load_config
     from wildrayzer.model import WildRayZer
-    from wildrayzer.train.checkpoint import save_pretrained
+    from wildrayzer.weights import save_pretrained
 
     cfg = load_config(INFER_CFG, MODEL + NO_MOTION)
     torch.manual_seed(seed)

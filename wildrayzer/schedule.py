@@ -80,7 +80,7 @@ def ensure_training_data(train_scenes: int, progress: bool = False) -> str:
 
 def export_pretrained(run_dir: Path, dest: Path) -> Path:
     """Copy a run's latest weights into a pretrained directory (``model.safetensors`` + ``config.yaml``)."""
-    from .train.checkpoint import load_model_checkpoint, save_pretrained
+    from .weights import load_model_checkpoint, save_pretrained
 
     loaded = load_model_checkpoint(run_dir)
     return save_pretrained(loaded.model, loaded.config, dest, step=int(loaded.metadata.get("step", 0)),

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..distributed import pick_device
 from ..errors import CheckpointError, ConfigError
 from ..image_ops import resize_images
-from ..train.checkpoint import load_model_checkpoint
-from ..train.distributed import pick_device
+from ..weights import load_model_checkpoint
 
 
 @dataclass

@@ -88,7 +88,7 @@ def convert_official(ckpt: str | Path, out_dir: str | Path, image_size: int = 25
                      target_views: int = 6, dinov3_path: str = "", log=print) -> dict:
     """Convert ``ckpt`` into the pretrained directory ``out_dir`` -> report (sizes, dropped and filled keys)."""
     from ..model import WildRayZer
-    from ..train.checkpoint import load_state_strict, save_pretrained
+    from ..weights import load_state_strict, save_pretrained
 
     ckpt, out = Path(ckpt), Path(out_dir)
     _check_out_dir(out)

@@ -23,34 +23,23 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 RenderFn = Callable[[dict], Tensor]  # dataset item -> target renders (T, 3, H, W) in [0, 1]
 
 
-def _device(cfg) -> torch.device:
-    name = cfg.training.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("training.device=cuda but no CUDA device is available; use training.device=cpu")
-    return torch.device(name)
-
-
 def stage1_renderer(cfg, device: torch.device) -> RenderFn:
     """The frozen stage-1 model as a renderer of an item's target views (context = first num_context_views)."""
-    from ..train.checkpoint import load_model_checkpoint
+    from ..weights import check_arch, load_model_checkpoint
 
     path = str(cfg.pseudolabel.stage1_checkpoint)
     if not path:
         raise ConfigError("pseudolabel.stage1_checkpoint is empty: point it to the stage-1 run directory or "
                           "weights file (e.g. pseudolabel.stage1_checkpoint=experiments/wildrayzer_stage1_pretrain)")
     loaded = load_model_checkpoint(path)
-    stored, want = loaded.config.model, cfg.model
-    for key in ("image_size", "num_context_views", "num_target_views"):
-        if stored[key] != want[key]:
-            raise CheckpointError(f"stage-1 checkpoint {loaded.path} has model.{key}={stored[key]} but the config "
-                                  f"says {want[key]}; set model.{key}={stored[key]} or use a matching checkpoint")
+    stored = loaded.config.model
+    check_arch(cfg.model, stored, f"stage-1 checkpoint {loaded.path}", ("image_size", "num_context_views",
+                                                                          "num_target_views"))
     model = loaded.model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -141,6 +130,7 @@ def main(argv: list[str]) -> int:
     from ..cli import config_arg_parser
     from ..config import load_config
     from ..data import build_dataset
+    from ..distributed import pick_device
     from ..semantic import build_semantic_backbone
 
     parser = config_arg_parser("wildrayzer pseudolabel", __doc__.splitlines()[0])
@@ -153,7 +143,7 @@ def main(argv: list[str]) -> int:
     out_dir = args.out
     if not out_dir:
         raise ConfigError("--out is empty: pass the output directory, e.g. --out experiments/pseudolabels")
-    device = _device(cfg)
+    device = pick_device(cfg.training.device)
     render = stage1_renderer(cfg, device) if args.renders == "stage1" else clean_renderer(cfg)
     backbone = build_semantic_backbone(cfg.semantic).to(device)
     if backbone.out_dim == 0:

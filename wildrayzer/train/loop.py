@@ -14,19 +14,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..config import to_yaml
+from ..distributed import DistInfo, any_true, barrier, cleanup, gather_objects, init_distributed, mean_over_ranks
 from ..errors import CheckpointError, ConfigError, UserError
-from ..fileio import check_name
-from .checkpoint import (
-    atomic_write_bytes,
-    check_arch,
-    latest_checkpoint,
-    load_state_strict,
-    load_training_state,
-    read_weights,
-    save_checkpoint,
-    stored_config,
-)
-from .distributed import DistInfo, any_true, barrier, cleanup, gather_objects, init_distributed, mean_over_ranks
+from ..fileio import atomic_write_bytes, check_name
+from ..weights import check_arch, latest_checkpoint, load_state_strict, read_weights, stored_config
+from .checkpoint import load_training_state, save_checkpoint
 from .logging import RunLogger
 from .optim import build_optimizer, build_scheduler
 from .rng import capture_rng, restore_rng, seed_everything

@@ -32,7 +32,7 @@ class Stage3JointCopyPaste(MotionStageBase):
         super().setup(cfg, device, log)
         self.perceptual = build_perceptual(cfg.training, device, log)
         if cfg.model.use_dinov3_pseudolabel:
-            from .checkpoint import load_model_checkpoint
+            from ..weights import load_model_checkpoint
 
             src = cfg.pseudolabel.stage1_checkpoint or cfg.training.init_from
             if not src:
