@@ -314,7 +314,7 @@ def test_demo_binds_localhost_unless_host_and_limits_uploads(tiny_pretrained, tm
 def test_demo_predict_handler_rejects_non_images(tiny_pretrained, tmp_path):
     gr = pytest.importorskip("gradio")
     from wildrayzer import WildRayZer
-    from wildrayzer.demo import build_app
+    from wildrayzer.commands.demo import build_app
 
     app = build_app(WildRayZer.from_pretrained(tiny_pretrained, device="cpu"))
     fn = next(f.fn for f in app.fns.values() if f.api_name == "predict")
