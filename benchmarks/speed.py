@@ -82,10 +82,10 @@ def amp_ctx(device: torch.device):
 
 
 def build(cfg, device: torch.device):
-    from wildrayzer.model import WildRayZer
+    from wildrayzer.model import WildRayZerModel
 
     torch.manual_seed(0)
-    return WildRayZer(cfg.model).to(device)
+    return WildRayZerModel(cfg.model).to(device)
 
 
 def layers_of(m) -> str:

@@ -12,7 +12,7 @@ from torch import nn
 
 import wildrayzer.pseudolabel.constructor
 from wildrayzer.config import load_config
-from wildrayzer.model import WildRayZer
+from wildrayzer.model import WildRayZerModel
 from wildrayzer.train.losses import mask_bce_loss, mse_loss, rendering_loss
 from wildrayzer.train.perceptual import PerceptualLoss
 from wildrayzer.train.stages import get_stage
@@ -154,11 +154,11 @@ class StubSemantic(nn.Module):
         return F.normalize(torch.cat([f, f.mean(1, keepdim=True) - 0.5], dim=1), dim=1)
 
 
-def flagging(seed) -> WildRayZer:
+def flagging(seed) -> WildRayZerModel:
     """A tiny model whose motion head flags every pixel as moving (every context token gets masked); the scene
     encoder's attention and the renderer's head are scaled up so that renders depend visibly on the scene tokens."""
     torch.manual_seed(seed)
-    m = WildRayZer(load_config(None, TINY).model, semantic_dim=StubSemantic.out_dim).eval()
+    m = WildRayZerModel(load_config(None, TINY).model, semantic_dim=StubSemantic.out_dim).eval()
     with torch.no_grad():
         m.motion.decoder.head[-1].bias.fill_(10.0)
         m.renderer.head.weight.mul_(10.0)

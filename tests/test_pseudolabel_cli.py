@@ -31,12 +31,12 @@ def synth(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stage1(tmp_path_factory):
-    from wildrayzer.model import WildRayZer
+    from wildrayzer.model import WildRayZerModel
     from wildrayzer.weights import save_pretrained
 
     cfg = load_config(REPO / "configs/tiny/wildrayzer_stage1_pretrain.yaml", [])
     torch.manual_seed(0)
-    return save_pretrained(WildRayZer(cfg.model), cfg, tmp_path_factory.mktemp("stage1"))
+    return save_pretrained(WildRayZerModel(cfg.model), cfg, tmp_path_factory.mktemp("stage1"))
 
 
 def _args(repo, synth, out, *extra):

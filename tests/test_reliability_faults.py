@@ -261,13 +261,13 @@ def test_disk_full_while_saving_keeps_previous_checkpoint_and_resumes_exactly(sy
 # ------------------------------------------------------------------------------------------- (c) inference resume
 def _pretrained(tmp: Path) -> Path:
     from wildrayzer.config import load_config
-    from wildrayzer.model import WildRayZer
+    from wildrayzer.model import WildRayZerModel
     from wildrayzer.weights import save_pretrained
 
     cfg = load_config(INFER_CFG, MODEL + ["model.use_motion_mask=false", "model.use_mae_masking=false",
                                          "semantic.backbone=none"])
     torch.manual_seed(0)
-    return save_pretrained(WildRayZer(cfg.model), cfg, tmp / "ckpt")
+    return save_pretrained(WildRayZerModel(cfg.model), cfg, tmp / "ckpt")
 
 
 def infer_overrides(ckpt: Path, synth: Path, out: Path) -> list[str]:

@@ -445,11 +445,11 @@ def two_metadata_files_one_scene(world, d):
 def saved_run(d: Path, state: dict | None = None) -> Path:
     """A run folder with one checkpoint (step 1) and a training state: a real one, or ``state``."""
     from wildrayzer.config import load_config
-    from wildrayzer.model import WildRayZer
+    from wildrayzer.model import WildRayZerModel
     from wildrayzer.train.checkpoint import save_checkpoint
 
     cfg = load_config(TRAIN_CFG, [*MODEL, *QUIET, f"training.output_dir={d / 'exp'}", "training.run_name=run"])
-    model = WildRayZer(cfg.model)
+    model = WildRayZerModel(cfg.model)
     if state is None:
         from wildrayzer.train.optim import build_optimizer, build_scheduler
         from wildrayzer.train.rng import capture_rng

@@ -132,14 +132,14 @@ def test_crafted_init_from_and_inference_model_path_exit_2(synth, tmp_path, mark
 
 def test_crafted_training_state_refused_on_resume(synth, tmp_path, marker, monkeypatch, capsys):
     """Genuine safetensors weights, but the .state.pt beside them is a code-running pickle: resume refuses it."""
-    from wildrayzer.model import WildRayZer
+    from wildrayzer.model import WildRayZerModel
     from wildrayzer.train.checkpoint import load_training_state, save_checkpoint
 
     overrides = [*MODEL, *QUIET, "training.max_steps=3", f"training.output_dir={tmp_path / 'exp'}",
                  "training.run_name=run", f"data.root={synth / 're10k_processed_v2'}", "data.num_workers=0",
                  "training.batch_size=2"]
     cfg = load_config(TRAIN_CFG, overrides)
-    weights = save_checkpoint(tmp_path / "exp" / "run", 1, WildRayZer(cfg.model), cfg, {"step": 1})
+    weights = save_checkpoint(tmp_path / "exp" / "run", 1, WildRayZerModel(cfg.model), cfg, {"step": 1})
     state = weights.with_name("ckpt_00000001.state.pt")
     state.write_bytes(torch_save_bytes(marker))
     with pytest.raises(CheckpointError, match="unreadable"):
@@ -269,13 +269,13 @@ def test_stored_config_with_interpolation_in_checkpoint_header_is_not_executed(t
     from safetensors.torch import save_file
 
     from wildrayzer.config import to_container
-    from wildrayzer.model import WildRayZer
+    from wildrayzer.model import WildRayZerModel
     from wildrayzer.weights import FORMAT, load_model_checkpoint
 
     cfg = load_config(None, MODEL)
     stored = to_container(cfg)
     stored["training"]["run_name"] = "${python:__import__('os').system('touch " + str(marker) + "')}"
-    state = {k: v.contiguous() for k, v in WildRayZer(cfg.model).state_dict().items()}
+    state = {k: v.contiguous() for k, v in WildRayZerModel(cfg.model).state_dict().items()}
     save_file(state, str(tmp_path / "m.safetensors"), metadata={"format": FORMAT, "config": json.dumps(stored)})
     with pytest.raises(CheckpointError, match="stored config is unreadable"):
         load_model_checkpoint(tmp_path / "m.safetensors")
@@ -285,12 +285,12 @@ def test_stored_config_with_interpolation_in_checkpoint_header_is_not_executed(t
 # (load_upload's own checks are in tests/test_demo.py; here: binding, upload cap, the handler's refusal)
 @pytest.fixture(scope="module")
 def tiny_pretrained(tmp_path_factory) -> Path:
-    from wildrayzer.model import WildRayZer
+    from wildrayzer.model import WildRayZerModel
     from wildrayzer.weights import save_pretrained
 
     cfg = load_config(INFER_CFG, MODEL + NO_MOTION)
     torch.manual_seed(0)
-    return save_pretrained(WildRayZer(cfg.model), cfg, tmp_path_factory.mktemp("sec_ckpt") / "tiny")
+    return save_pretrained(WildRayZerModel(cfg.model), cfg, tmp_path_factory.mktemp("sec_ckpt") / "tiny")
 
 
 @pytest.mark.parametrize("host_args, host", [([], "127.0.0.1"), (["--host", "0.0.0.0"], "0.0.0.0")])

@@ -35,12 +35,12 @@ def tiny_pretrained(out: Path, seed: int = 0) -> Path:
     import torch
 
     from wildrayzer.config import load_config
-    from wildrayzer.model import WildRayZer
+    from wildrayzer.model import WildRayZerModel
     from wildrayzer.weights import save_pretrained
 
     cfg = load_config(INFER_CFG, MODEL + NO_MOTION)
     torch.manual_seed(seed)
-    return save_pretrained(WildRayZer(cfg.model), cfg, out)
+    return save_pretrained(WildRayZerModel(cfg.model), cfg, out)
 
 
 def run_cli(args: list[str]) -> tuple[int, str, str]:

@@ -241,10 +241,10 @@ def _semantic_dim(meta: dict[str, str], where: str) -> int:
 def check_shapes_before_building(cfg, semantic_dim: int, shapes: dict[str, tuple[int, ...]], where: str) -> None:
     """Compare the model the header's config asks for with the file's own tensor index, and bound its size, on the
     meta device (nothing is allocated): a small file whose header asks for a huge model is refused here."""
-    from .model import WildRayZer
+    from .model import WildRayZerModel
 
     with torch.device("meta"):
-        skeleton = WildRayZer(cfg.model, semantic_dim=semantic_dim)
+        skeleton = WildRayZerModel(cfg.model, semantic_dim=semantic_dim)
     own = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     count = sum(p.numel() for p in skeleton.parameters())
     if count > max_params():
@@ -267,7 +267,7 @@ def load_model_checkpoint(path: str | Path, expected_cfg=None) -> LoadedCheckpoi
     The header's config is validated, and the tensor index checked against it with a size bound, before any model
     is built or tensor read. The model is on the CPU in eval mode.
     """
-    from .model import WildRayZer
+    from .model import WildRayZerModel
 
     weights = resolve_checkpoint(path)
     meta, shapes = read_header(weights)
@@ -277,6 +277,6 @@ def load_model_checkpoint(path: str | Path, expected_cfg=None) -> LoadedCheckpoi
     semantic_dim = _semantic_dim(meta, str(weights))
     check_shapes_before_building(cfg, semantic_dim, shapes, str(weights))
     state, _ = read_weights(weights)
-    model = WildRayZer(cfg.model, semantic_dim=semantic_dim)
+    model = WildRayZerModel(cfg.model, semantic_dim=semantic_dim)
     load_state_strict(model, state, str(weights))
     return LoadedCheckpoint(model.eval(), cfg, meta, weights)

@@ -19,7 +19,7 @@ from ..weights import load_model_checkpoint
 
 @dataclass
 class Pipeline:
-    model: torch.nn.Module  # wildrayzer.model.WildRayZer, eval mode
+    model: torch.nn.Module  # wildrayzer.model.WildRayZerModel, eval mode
     semantic: torch.nn.Module | None  # frozen backbone when the model has a motion estimator
     config: object  # the config stored with the checkpoint
     device: torch.device

@@ -19,7 +19,7 @@ from .scene import SceneEncoder
 from .tokenizer import ImageTokenizer
 
 
-class WildRayZer(nn.Module):
+class WildRayZerModel(nn.Module):
     """RayZer (camera estimator + scene encoder + renderer) plus WildRayZer's motion masks and noise-token masking.
 
     ``model_cfg`` is the ``model`` section of the config; ``semantic_dim`` the channel count of the semantic

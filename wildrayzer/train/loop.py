@@ -124,7 +124,7 @@ def train(cfg, dataset=None, fault_hook=None) -> dict:
 
 
 def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
-    from ..model import WildRayZer
+    from ..model import WildRayZerModel
 
     t, device = cfg.training, info.device
     run_dir = run_dir_for(cfg)
@@ -144,7 +144,7 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
         raise ConfigError(f"model.motion_upsample_steps={m.motion_upsample_steps} predicts masks at "
                           f"{2 ** m.motion_upsample_steps}x the token grid, not one per pixel (patch {m.patch_size}); "
                           "training needs image-sized masks: set model.motion_upsample_steps=0")
-    model = WildRayZer(cfg.model, semantic_dim=semantic_dim)
+    model = WildRayZerModel(cfg.model, semantic_dim=semantic_dim)
     latest = latest_checkpoint(run_dir) if t.resume else None
     logger = RunLogger(cfg, run_dir, info.is_main, start_step=0, total_steps=t.max_steps)
     log = logger.note
