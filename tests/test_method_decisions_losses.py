@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_run import MICRO_MODEL
 from torch import nn
 
 import wildrayzer.pseudolabel.constructor
@@ -19,11 +20,8 @@ from wildrayzer.train.stages import get_stage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=32", "model.heads=2", "model.camera_layers=1",
-        "model.scene_layers=1", "model.renderer_layers=1", "model.motion_layers=1", "model.num_latents=8",
-        "model.num_context_views=2", "model.num_target_views=3", "model.motion_heads=2", "model.use_motion_mask=true",
-        "model.use_mae_masking=true", "model.use_dinov3_pseudolabel=true", "copy_paste.enabled=false",
-        "training.perceptual_weight=0"]
+TINY = [*MICRO_MODEL, "model.use_motion_mask=true", "model.use_mae_masking=true",
+        "model.use_dinov3_pseudolabel=true", "copy_paste.enabled=false", "training.perceptual_weight=0"]
 
 
 # ------------------------------------------------------------------ stage-3 rendering loss

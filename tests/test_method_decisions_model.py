@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_run import MICRO_MODEL
 
 from wildrayzer.config import load_config
 from wildrayzer.geometry import fxfycxcy_from_normalized_focal, make_pose, rotation_6d_to_matrix
@@ -17,9 +18,7 @@ from wildrayzer.nn import patchify, unpatchify
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=32", "model.heads=2", "model.camera_layers=1",
-        "model.scene_layers=1", "model.renderer_layers=1", "model.motion_layers=1", "model.num_latents=8",
-        "model.num_context_views=2", "model.num_target_views=3", "model.motion_heads=2"]
+TINY = MICRO_MODEL
 
 
 def tiny(*extra, seed=0) -> WildRayZerModel:

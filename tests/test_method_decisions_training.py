@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from skimage.metrics import structural_similarity
+from tiny_run import MICRO_MODEL
 
 from wildrayzer.config import load_config
 from wildrayzer.errors import CheckpointError
@@ -27,10 +28,8 @@ from wildrayzer.weights import load_model_checkpoint, load_state_strict, save_pr
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=32", "model.heads=2", "model.camera_layers=1",
-        "model.scene_layers=1", "model.renderer_layers=1", "model.motion_layers=1", "model.num_latents=8",
-        "model.num_context_views=2", "model.num_target_views=3", "model.motion_heads=2", "model.use_motion_mask=true",
-        "model.use_mae_masking=true", "training.lr=0.01", "training.weight_decay=0.05"]
+TINY = [*MICRO_MODEL, "model.use_motion_mask=true", "model.use_mae_masking=true", "training.lr=0.01",
+        "training.weight_decay=0.05"]
 PARTS = ("tokenizer", "camera", "scene", "renderer", "motion", "noise_token")
 
 

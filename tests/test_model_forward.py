@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tiny_run import TINY_MODEL
 
 from wildrayzer.config import load_config
 from wildrayzer.errors import ConfigError
@@ -9,9 +10,8 @@ from wildrayzer.model import WildRayZerModel
 from wildrayzer.train.losses import mask_bce_loss, mse_loss
 from wildrayzer.train.stages import apply_trainable
 
-TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.heads=4", "model.camera_layers=1",
-        "model.scene_layers=1", "model.renderer_layers=1", "model.motion_layers=1", "model.num_latents=16",
-        "model.num_context_views=2", "model.num_target_views=3", "model.motion_heads=4"]
+TINY = [*TINY_MODEL, "model.motion_layers=1", "model.num_context_views=2", "model.num_target_views=3",
+        "model.motion_heads=4"]
 
 
 def tiny_cfg(*extra):

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_run import TINY_MODEL
 
 from wildrayzer import weights
 from wildrayzer.config import load_config
@@ -15,9 +16,7 @@ from wildrayzer.train.checkpoint import save_checkpoint
 from wildrayzer.train.warmstart import init_from_checkpoint
 from wildrayzer.weights import latest_checkpoint, load_model_checkpoint, save_pretrained
 
-TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.heads=4", "model.camera_layers=1",
-        "model.scene_layers=1", "model.renderer_layers=1", "model.motion_layers=1", "model.num_latents=16",
-        "model.num_context_views=2", "model.num_target_views=3"]
+TINY = [*TINY_MODEL, "model.motion_layers=1", "model.num_context_views=2", "model.num_target_views=3"]
 
 
 def tiny(*extra):

@@ -85,12 +85,12 @@ class Pipeline:
         """True for a model trained with known cameras (``model.cameras=given``): ``run`` needs them."""
         return self.model.camera is None
 
-    def check_images(self, images: Tensor, allow_context_only: bool = True) -> None:
+    def check_images(self, images: Tensor) -> None:
         """images: (B, V, 3, H, W). V must be the trained view count (context + targets) or the context count."""
         if images.dim() != 5 or images.shape[2] != 3:
             raise ConfigError(f"expected images of shape (B, V, 3, H, W); got {tuple(images.shape)}")
         v, size = images.shape[1], self.image_size
-        allowed = {self.num_context + self.num_target} | ({self.num_context} if allow_context_only else set())
+        allowed = {self.num_context + self.num_target, self.num_context}
         if v not in allowed:
             raise ConfigError(f"{self.path} was trained for {self.num_context} context + {self.num_target} target "
                               f"views; got {v} images. Pass {self.num_context} (context only) or "

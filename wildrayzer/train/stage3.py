@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .losses import rendering_loss
-from .stage1 import build_perceptual, given_cameras
+from .stage1 import build_perceptual
 from .stage2 import MotionStageBase
 
 
@@ -43,11 +43,7 @@ class Stage3JointCopyPaste(MotionStageBase):
             log(f"stage 3: pseudo-labels rendered by the frozen static model {loaded.path}")
 
     def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
-        vc = cfg.model.num_context_views
-        original = batch["images"]
-        cams = given_cameras(batch, cfg)
-        images, paste = self.paste(original)
-        feats = self.features(images)
+        vc, original, cams, images, paste, feats = self.inputs(batch, cfg)
         static_renders = None
         if self.static_model is not None:
             with torch.no_grad():
