@@ -150,3 +150,4 @@ def test_the_removed_cache_key_is_unknown_but_dropped_from_stored_configs():
     stored = to_container(load_config(None, []))
     stored["training"]["pseudolabel_cache"] = ""  # as in checkpoints written before the key was removed
     assert "pseudolabel_cache" not in from_container(stored).training
+    load_config(REPO / "checkpoints/wildrayzer_tiny_2view/config.yaml")  # the shipped config reads as a config
