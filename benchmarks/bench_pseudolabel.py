@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_pseudolabel.py [--size 128] [--scenes 8] [--frames 6] [--threads 1] [k=v ...]
 
-Builds synthetic scenes (:mod:`wildrayzer.pseudolabel_synth`: photo = static render + moving pasted object + noise),
+Builds synthetic scenes (``tests/pseudolabel_synth.py``: photo = static render + moving pasted object + noise),
 then times, per frame and excluding the static render: semantic features of photo and render (the configured
 backbone) and the constructor (scores, co-segmentation, morphology, GrabCut, PSNR filter). ``frames_per_s`` is wall
 clock; ``frames_per_cpu_s`` divides by the process's CPU time, the per-core figure that stays meaningful when other
@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic-scene helper
 from speed_lib import cpu_model  # noqa: E402
 
 
@@ -37,10 +38,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     import cv2
     import torch
+    from pseudolabel_synth import make_scene, mask_iou
 
     from wildrayzer.config import load_config
-    from wildrayzer.pseudolabel import build_pseudo_masks
-    from wildrayzer.pseudolabel_synth import make_scene, mask_iou
+    from wildrayzer.pseudolabel.constructor import build_pseudo_masks
     from wildrayzer.semantic import build_semantic_backbone
 
     torch.set_num_threads(args.threads)

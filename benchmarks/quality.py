@@ -61,11 +61,11 @@ def evaluate_rows(dirs: dict, views: int, max_scenes: int, full_only: bool, pose
     """Every row of the table for one context-view count: baselines (mean colour, copy-nearest), the posed model
     (``posed``: a stage-1 run trained with ``model.cameras=given``; skipped when None), stages 1-3, on the dynamic
     and the static test. On the static test every pixel is static: its PSNR/SSIM fill the static columns."""
+    from wildrayzer.commands.schedule import TINY, view_overrides
     from wildrayzer.config import load_config
     from wildrayzer.data import build_dataset
     from wildrayzer.infer.evaluate import evaluate
     from wildrayzer.infer.pipeline import Pipeline
-    from wildrayzer.schedule import TINY, view_overrides
 
     vo = view_overrides(views)
     splits = {"dynamic test": build_dataset(load_config("configs/tiny/wildrayzer_inference.yaml", vo), "eval"),
@@ -73,10 +73,8 @@ def evaluate_rows(dirs: dict, views: int, max_scenes: int, full_only: bool, pose
     rows = []
 
     def add(name: str, split: str, pipe=None, baseline: str = "", mae: bool | None = None) -> None:
-        if mae is not None:
-            pipe.model.use_mae_masking = mae
         summary = evaluate(splits[split], views, pipe=pipe, baseline=baseline, max_scenes=max_scenes,
-                           progress=False)
+                           progress=False, apply_mae=mae)
         metrics = dict(summary["mean"])
         if split == "static test":
             metrics.update(psnr_static=metrics.get("psnr"), ssim_static=metrics.get("ssim"))
@@ -115,8 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every stage")
     args = p.parse_args(argv)
 
+    from wildrayzer.commands.schedule import (
+        DEFAULT_STEPS,
+        RUN_NAMES,
+        ensure_training_data,
+        run_schedule,
+        view_overrides,
+    )
     from wildrayzer.data.synthetic import ensure_default_data
-    from wildrayzer.schedule import DEFAULT_STEPS, RUN_NAMES, ensure_training_data, run_schedule, view_overrides
 
     steps = tuple(args.steps or DEFAULT_STEPS)
     ensure_default_data("data/synthetic")  # its test scenes are the evaluation set

@@ -82,10 +82,10 @@ def amp_ctx(device: torch.device):
 
 
 def build(cfg, device: torch.device):
-    from wildrayzer.model import WildRayZer
+    from wildrayzer.model import WildRayZerModel
 
     torch.manual_seed(0)
-    return WildRayZer(cfg.model).to(device)
+    return WildRayZerModel(cfg.model).to(device)
 
 
 def layers_of(m) -> str:
@@ -94,7 +94,8 @@ def layers_of(m) -> str:
 
 def bench_train(rep: Reporter, name: str, cfg, device, batch: int, repeats: int, peak: float) -> None:
     from wildrayzer.train.optim import build_optimizer
-    from wildrayzer.train.stages import Stage1Pretrain, apply_trainable
+    from wildrayzer.train.stage1 import Stage1Pretrain
+    from wildrayzer.train.stages import apply_trainable
 
     m = cfg.model
     model = build(cfg, device).train()

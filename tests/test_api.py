@@ -27,9 +27,9 @@ def make_tiny_checkpoint(out_dir, repo, extra=(), seed=0):
     The camera heads start at zero (an untrained model predicts identity cameras for every view), which would make
     camera tests vacuous, so their last layers get small random weights: cameras then differ per view."""
     from wildrayzer.config import load_config
-    from wildrayzer.model import WildRayZer as Net
+    from wildrayzer.model import WildRayZerModel as Net
     from wildrayzer.semantic import build_semantic_backbone
-    from wildrayzer.train.checkpoint import save_pretrained
+    from wildrayzer.weights import save_pretrained
 
     cfg = load_config(repo / CONFIG, TINY + list(extra))
     dim = build_semantic_backbone(cfg.semantic).out_dim

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from test_api import make_tiny_checkpoint
 
-from wildrayzer.demo import camera_figure, load_upload, run_demo_prediction
+from wildrayzer.commands.demo import camera_figure, load_upload, run_demo_prediction
 from wildrayzer.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def test_load_upload_accepts_images_and_rejects_the_rest(tmp_path):
 
 
 def test_load_upload_rejects_huge_images_with_a_message(tmp_path, monkeypatch):
-    import wildrayzer.demo as demo
+    import wildrayzer.commands.demo as demo
 
     path = write_png(tmp_path / "big.png", size=(50, 40))
     monkeypatch.setattr(demo, "MAX_PIXELS", 1000)

@@ -11,7 +11,7 @@ from wildrayzer.data import build_dataset
 from wildrayzer.errors import UserError
 from wildrayzer.infer.headroom import masking_headroom
 from wildrayzer.infer.pipeline import Pipeline
-from wildrayzer.model import WildRayZer
+from wildrayzer.model import WildRayZerModel
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def _setup(root: Path, sub: str, *extra: str):
     cfg = load_config(INFER_CFG, [f"data.root={root / sub}", *MODEL, *NO_MOTION, "model.use_mae_masking=true",
                                   *extra])
     torch.manual_seed(0)
-    model = WildRayZer(cfg.model).eval()
+    model = WildRayZerModel(cfg.model).eval()
     return Pipeline(model, None, cfg, torch.device("cpu"), Path("in-memory")), build_dataset(cfg, "eval")
 
 

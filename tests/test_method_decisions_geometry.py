@@ -30,7 +30,7 @@ from wildrayzer.geometry import (
     scale_fxfycxcy,
 )
 from wildrayzer.infer.metrics import pose_metrics
-from wildrayzer.model import WildRayZer
+from wildrayzer.model import WildRayZerModel
 
 
 def random_rotation(gen: torch.Generator, n: int = 1) -> torch.Tensor:
@@ -144,7 +144,7 @@ def test_posed_model_uses_the_normalised_given_cameras():
                              "model.num_latents=4", "model.num_context_views=2", "model.num_target_views=1",
                              "model.cameras=given"])
     torch.manual_seed(0)
-    model = WildRayZer(cfg.model).eval()
+    model = WildRayZerModel(cfg.model).eval()
     gen = torch.Generator().manual_seed(5)
     c2w = random_c2w(gen, 3)[None].float()
     k = torch.tensor([[20.0, 20.0, 8.0, 8.0]]).expand(1, 3, 4)

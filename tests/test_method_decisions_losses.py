@@ -8,22 +8,20 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_run import MICRO_MODEL
 from torch import nn
 
-import wildrayzer.pseudolabel
+import wildrayzer.pseudolabel.constructor
 from wildrayzer.config import load_config
-from wildrayzer.losses import mask_bce_loss, mse_loss, rendering_loss
-from wildrayzer.model import WildRayZer
-from wildrayzer.perceptual import PerceptualLoss
+from wildrayzer.model import WildRayZerModel
+from wildrayzer.train.losses import mask_bce_loss, mse_loss, rendering_loss
+from wildrayzer.train.perceptual import PerceptualLoss
 from wildrayzer.train.stages import get_stage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=32", "model.heads=2", "model.camera_layers=1",
-        "model.scene_layers=1", "model.renderer_layers=1", "model.motion_layers=1", "model.num_latents=8",
-        "model.num_context_views=2", "model.num_target_views=3", "model.motion_heads=2", "model.use_motion_mask=true",
-        "model.use_mae_masking=true", "model.use_dinov3_pseudolabel=true", "copy_paste.enabled=false",
-        "training.perceptual_weight=0"]
+TINY = [*MICRO_MODEL, "model.use_motion_mask=true", "model.use_mae_masking=true",
+        "model.use_dinov3_pseudolabel=true", "copy_paste.enabled=false", "training.perceptual_weight=0"]
 
 
 # ------------------------------------------------------------------ stage-3 rendering loss
@@ -154,11 +152,11 @@ class StubSemantic(nn.Module):
         return F.normalize(torch.cat([f, f.mean(1, keepdim=True) - 0.5], dim=1), dim=1)
 
 
-def flagging(seed) -> WildRayZer:
+def flagging(seed) -> WildRayZerModel:
     """A tiny model whose motion head flags every pixel as moving (every context token gets masked); the scene
     encoder's attention and the renderer's head are scaled up so that renders depend visibly on the scene tokens."""
     torch.manual_seed(seed)
-    m = WildRayZer(load_config(None, TINY).model, semantic_dim=StubSemantic.out_dim).eval()
+    m = WildRayZerModel(load_config(None, TINY).model, semantic_dim=StubSemantic.out_dim).eval()
     with torch.no_grad():
         m.motion.decoder.head[-1].bias.fill_(10.0)
         m.renderer.head.weight.mul_(10.0)
@@ -185,7 +183,7 @@ def recorded(monkeypatch):
         calls.append(renders.detach().clone())
         return torch.zeros_like(targets[:, :, :1]), torch.ones(targets.shape[:2], dtype=torch.bool)
 
-    monkeypatch.setattr(wildrayzer.pseudolabel, "pseudo_masks_for_batch", fake)
+    monkeypatch.setattr(wildrayzer.pseudolabel.constructor, "pseudo_masks_for_batch", fake)
     return calls
 
 
@@ -244,7 +242,7 @@ def test_labels_join_paste_masks_and_only_reliable_or_pasted_views_are_supervise
         masks[..., :2, :] = 1.0
         return masks, torch.tensor([[True, False, False]])
 
-    monkeypatch.setattr(wildrayzer.pseudolabel, "pseudo_masks_for_batch", fake)
+    monkeypatch.setattr(wildrayzer.pseudolabel.constructor, "pseudo_masks_for_batch", fake)
     cfg = load_config(None, TINY)
     st = get_stage(2)
     x = torch.rand(1, 5, 3, 8, 8)

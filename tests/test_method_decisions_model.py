@@ -7,24 +7,23 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_run import MICRO_MODEL
 
 from wildrayzer.config import load_config
 from wildrayzer.geometry import fxfycxcy_from_normalized_focal, make_pose, rotation_6d_to_matrix
-from wildrayzer.model import WildRayZer
+from wildrayzer.model import WildRayZerModel
 from wildrayzer.model.camera import CameraEstimator
 from wildrayzer.model.motion import INITIAL_MOTION_PROB, MotionEstimator
 from wildrayzer.nn import patchify, unpatchify
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=32", "model.heads=2", "model.camera_layers=1",
-        "model.scene_layers=1", "model.renderer_layers=1", "model.motion_layers=1", "model.num_latents=8",
-        "model.num_context_views=2", "model.num_target_views=3", "model.motion_heads=2"]
+TINY = MICRO_MODEL
 
 
-def tiny(*extra, seed=0) -> WildRayZer:
+def tiny(*extra, seed=0) -> WildRayZerModel:
     torch.manual_seed(seed)
-    return WildRayZer(load_config(None, TINY + list(extra)).model).eval()
+    return WildRayZerModel(load_config(None, TINY + list(extra)).model).eval()
 
 
 def images(b=1, v=5, seed=0):

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pseudolabel_synth import make_scene, mask_iou
 
-import wildrayzer.pseudolabel
+import wildrayzer.pseudolabel.constructor
 from wildrayzer.config import load_config
-from wildrayzer.cosegment import dynamic_clusters
 from wildrayzer.data.coco_synth import write_synthetic_coco
 from wildrayzer.data.copy_paste import CopyPaste
-from wildrayzer.losses import mask_bce_loss
-from wildrayzer.pseudolabel import (
+from wildrayzer.pseudolabel.constructor import (
     build_pseudo_masks,
     dissimilarity_scores,
     gaussian_blur,
@@ -26,7 +25,8 @@ from wildrayzer.pseudolabel import (
     morphology,
     zscore,
 )
-from wildrayzer.pseudolabel_synth import make_scene, mask_iou
+from wildrayzer.pseudolabel.cosegment import dynamic_clusters
+from wildrayzer.train.losses import mask_bce_loss
 from wildrayzer.train.stages import get_stage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -143,8 +143,8 @@ def test_final_masks_grow_candidates_into_the_dynamic_clusters_they_touch(monkey
     coseg = torch.zeros(t, 1, h, h, dtype=torch.bool)
     coseg[:, :, 6:20, 6:20] = True  # the object's cluster region
     coseg[:, :, 24:30, 24:30] = True  # the same cluster elsewhere, no candidate there
-    monkeypatch.setattr(wildrayzer.pseudolabel, "dissimilarity_scores", lambda *a, **k: scores)
-    monkeypatch.setattr(wildrayzer.pseudolabel, "cosegment", lambda *a, **k: (coseg, torch.tensor([0])))
+    monkeypatch.setattr(wildrayzer.pseudolabel.constructor, "dissimilarity_scores", lambda *a, **k: scores)
+    monkeypatch.setattr(wildrayzer.pseudolabel.constructor, "cosegment", lambda *a, **k: (coseg, torch.tensor([0])))
     x = torch.rand(t, 3, h, h, generator=torch.Generator().manual_seed(4))
     pm = build_pseudo_masks(x, x, feats(x), feats(x), load_config(None, FAST + ["pseudolabel.morph_kernel=3"]))
     assert pm.masks[:, :, 7:19, 7:19].all() and pm.masks[:, :, 24:30, 24:30].sum() == 0

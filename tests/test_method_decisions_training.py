@@ -12,25 +12,24 @@ import numpy as np
 import pytest
 import torch
 from skimage.metrics import structural_similarity
+from tiny_run import MICRO_MODEL
 
 from wildrayzer.config import load_config
 from wildrayzer.errors import CheckpointError
 from wildrayzer.image_ops import psnr
 from wildrayzer.infer.metrics import mask_iou_pooled, mask_scores, psnr_static, ssim_full
-from wildrayzer.model import WildRayZer
+from wildrayzer.model import WildRayZerModel
 from wildrayzer.semantic import build_semantic_backbone
-from wildrayzer.train.checkpoint import load_model_checkpoint, load_state_strict, save_pretrained
 from wildrayzer.train.optim import build_optimizer, cosine_with_warmup, param_groups
 from wildrayzer.train.rng import capture_rng, restore_rng
 from wildrayzer.train.sampler import EpochLoader
 from wildrayzer.train.stages import apply_trainable, get_stage
+from wildrayzer.weights import load_model_checkpoint, load_state_strict, save_pretrained
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=32", "model.heads=2", "model.camera_layers=1",
-        "model.scene_layers=1", "model.renderer_layers=1", "model.motion_layers=1", "model.num_latents=8",
-        "model.num_context_views=2", "model.num_target_views=3", "model.motion_heads=2", "model.use_motion_mask=true",
-        "model.use_mae_masking=true", "training.lr=0.01", "training.weight_decay=0.05"]
+TINY = [*MICRO_MODEL, "model.use_motion_mask=true", "model.use_mae_masking=true", "training.lr=0.01",
+        "training.weight_decay=0.05"]
 PARTS = ("tokenizer", "camera", "scene", "renderer", "motion", "noise_token")
 
 
@@ -41,7 +40,7 @@ def _one_step(stage: int, freeze=()) -> tuple[set[str], set[str]]:
     """One AdamW step of ``stage`` on a loss that touches every part -> (parts that changed, parts with gradients)."""
     cfg = load_config(None, TINY)
     torch.manual_seed(0)
-    model = WildRayZer(cfg.model)
+    model = WildRayZerModel(cfg.model)
     apply_trainable(model, stage, freeze)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = build_optimizer(model, cfg.training)
@@ -80,7 +79,8 @@ def test_stage3_static_model_is_frozen_and_comes_from_the_stage1_checkpoint_firs
     paths = {}
     for seed, name in ((1, "stage1"), (2, "stage2")):
         torch.manual_seed(seed)
-        paths[name] = save_pretrained(WildRayZer(cfg.model, semantic_dim=dim), cfg, tmp_path / name, semantic_dim=dim)
+        model = WildRayZerModel(cfg.model, semantic_dim=dim)
+        paths[name] = save_pretrained(model, cfg, tmp_path / name, semantic_dim=dim)
     cfg.pseudolabel.stage1_checkpoint = str(paths["stage1"])
     cfg.training.init_from = str(paths["stage2"])
     st.setup(cfg, torch.device("cpu"), lambda _m: None)
@@ -104,7 +104,7 @@ def test_semantic_backbone_stays_frozen_in_eval_mode():
 
 def test_learned_tokens_norms_and_biases_are_not_weight_decayed():
     cfg = load_config(None, TINY)
-    model = WildRayZer(cfg.model)
+    model = WildRayZerModel(cfg.model)
     decay, no_decay = (set(map(id, g["params"])) for g in param_groups(model, 0.05))
     names = dict(model.named_parameters())
     for n in ("camera.cam_token", "scene.latents", "noise_token", "scene.fuse.1.bias", "motion.fuse.0.weight"):
@@ -120,7 +120,7 @@ def test_lr_warms_up_linearly_then_decays_by_a_cosine_to_the_floor():
 
 
 def test_paper_settings_are_the_defaults_and_the_stage_configs():
-    """The paper's settings (DESIGN: README keys, pseudo-label constants, the three stage recipes)."""
+    """The paper's settings (README keys, pseudo-label constants, the three stage recipes)."""
     d = load_config(None, [])
     assert d.training.psnr_filter_threshold == 17.0 and d.training.mask_distill_loss_weight == 1.0
     assert d.model.mask_token_threshold == 0.1 and d.model.focal_offset == 1.25
@@ -144,7 +144,7 @@ def test_paper_settings_are_the_defaults_and_the_stage_configs():
 def test_noise_token_is_saved_and_restored(tmp_path):
     cfg = load_config(None, TINY)
     torch.manual_seed(0)
-    model = WildRayZer(cfg.model)
+    model = WildRayZerModel(cfg.model)
     with torch.no_grad():
         model.noise_token.copy_(torch.arange(32.0))
     loaded = load_model_checkpoint(save_pretrained(model, cfg, tmp_path / "m")).model
@@ -153,17 +153,17 @@ def test_noise_token_is_saved_and_restored(tmp_path):
 
 def test_a_checkpoint_missing_a_tensor_is_refused(tmp_path):
     cfg = load_config(None, TINY)
-    model = WildRayZer(cfg.model)
+    model = WildRayZerModel(cfg.model)
     state = model.state_dict()
     del state["scene.latents"]
     with pytest.raises(CheckpointError, match="missing: scene.latents"):
-        load_state_strict(WildRayZer(cfg.model), state, "test")
+        load_state_strict(WildRayZerModel(cfg.model), state, "test")
 
 
 def test_a_checkpoint_for_another_view_count_is_refused(tmp_path):
     """The view-index embeddings tie a checkpoint to its view counts: another count must fail loudly."""
     cfg = load_config(None, TINY + ["model.use_motion_mask=false", "model.use_mae_masking=false"])
-    path = save_pretrained(WildRayZer(cfg.model), cfg, tmp_path / "m")
+    path = save_pretrained(WildRayZerModel(cfg.model), cfg, tmp_path / "m")
     other = load_config(None, TINY + ["model.use_motion_mask=false", "model.use_mae_masking=false",
                                       "model.num_context_views=3"])
     with pytest.raises(CheckpointError, match="num_context_views"):

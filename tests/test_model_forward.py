@@ -2,16 +2,16 @@
 
 import pytest
 import torch
+from tiny_run import TINY_MODEL
 
 from wildrayzer.config import load_config
 from wildrayzer.errors import ConfigError
-from wildrayzer.losses import mask_bce_loss, mse_loss
-from wildrayzer.model import WildRayZer
+from wildrayzer.model import WildRayZerModel
+from wildrayzer.train.losses import mask_bce_loss, mse_loss
 from wildrayzer.train.stages import apply_trainable
 
-TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.heads=4", "model.camera_layers=1",
-        "model.scene_layers=1", "model.renderer_layers=1", "model.motion_layers=1", "model.num_latents=16",
-        "model.num_context_views=2", "model.num_target_views=3", "model.motion_heads=4"]
+TINY = [*TINY_MODEL, "model.motion_layers=1", "model.num_context_views=2", "model.num_target_views=3",
+        "model.motion_heads=4"]
 
 
 def tiny_cfg(*extra):
@@ -40,7 +40,7 @@ def check_grads(model, names):
 
 def test_stage1_forward_backward_every_trainable_param_gets_grad():
     torch.manual_seed(0)
-    model = WildRayZer(tiny_cfg().model)
+    model = WildRayZerModel(tiny_cfg().model)
     names = apply_trainable(model, 1)
     assert names == ["tokenizer", "camera", "scene", "renderer"]
     x = images()
@@ -58,7 +58,7 @@ def test_stage1_forward_backward_every_trainable_param_gets_grad():
 @pytest.mark.parametrize("stage", [2, 3])
 def test_stage2_and_3_gradients_with_motion_estimator(stage):
     torch.manual_seed(0)
-    model = WildRayZer(tiny_cfg("model.use_motion_mask=true", "model.use_mae_masking=true").model, semantic_dim=0)
+    model = WildRayZerModel(tiny_cfg("model.use_motion_mask=true", "model.use_mae_masking=true").model, semantic_dim=0)
     names = apply_trainable(model, stage)
     x = images()
     out = model(x, 2)
@@ -75,7 +75,7 @@ def test_stage2_and_3_gradients_with_motion_estimator(stage):
 
 def test_untrained_camera_estimator_gives_identity_poses_and_offset_focal():
     cfg = tiny_cfg()
-    cams = cameras(WildRayZer(cfg.model), images())
+    cams = cameras(WildRayZerModel(cfg.model), images())
     eye = torch.eye(4).expand(2, 5, 4, 4)
     assert torch.equal(cams["c2w"][:, 0], eye[:, 0])
     torch.testing.assert_close(cams["c2w"], eye, atol=1e-6, rtol=0)
@@ -85,7 +85,7 @@ def test_untrained_camera_estimator_gives_identity_poses_and_offset_focal():
 
 def test_renderer_targets_are_independent_and_linear_in_count():
     torch.manual_seed(0)
-    model = WildRayZer(tiny_cfg().model).eval()
+    model = WildRayZerModel(tiny_cfg().model).eval()
     x = images()
     with torch.no_grad():
         out = model(x, 2)
@@ -101,7 +101,7 @@ def test_renderer_targets_are_independent_and_linear_in_count():
 
 
 def test_view_count_mismatch_is_a_clear_error():
-    model = WildRayZer(tiny_cfg().model)
+    model = WildRayZerModel(tiny_cfg().model)
     with pytest.raises(ConfigError, match="num_context_views=2 \\+ model.num_target_views=3"):
         model(images(v=6), 2)
     with pytest.raises(ConfigError, match="got 3 \\+ 2"):
@@ -115,7 +115,7 @@ def test_view_count_mismatch_is_a_clear_error():
 def test_mae_masking_replaces_moving_tokens_by_the_noise_token():
     torch.manual_seed(0)
     cfg = tiny_cfg("model.use_mae_masking=true", "model.mask_token_threshold=0.1")
-    model = WildRayZer(cfg.model)
+    model = WildRayZerModel(cfg.model)
     assert "noise_token" in model.state_dict()
     x = images()
     probs = torch.zeros(2, 2, 1, 32, 32)
@@ -144,7 +144,7 @@ def test_mae_masking_replaces_moving_tokens_by_the_noise_token():
     out["scene_tokens"].sum().backward()
     assert model.noise_token.grad is not None and model.noise_token.grad.abs().sum() > 0
     # no motion -> identical to the unmasked model
-    plain = WildRayZer(tiny_cfg().model)
+    plain = WildRayZerModel(tiny_cfg().model)
     plain.load_state_dict(model.state_dict())
     with torch.no_grad():
         a = model(x, 2, motion_probs=torch.zeros_like(probs))["scene_tokens"]
@@ -154,8 +154,8 @@ def test_mae_masking_replaces_moving_tokens_by_the_noise_token():
 
 def test_activation_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
-    a = WildRayZer(tiny_cfg().model)
-    b = WildRayZer(tiny_cfg("model.activation_checkpointing=true").model)
+    a = WildRayZerModel(tiny_cfg().model)
+    b = WildRayZerModel(tiny_cfg("model.activation_checkpointing=true").model)
     b.load_state_dict(a.state_dict())
     assert b.scene.transformer.activation_checkpointing
     x = images()
@@ -168,7 +168,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
 
 def test_bf16_autocast_keeps_camera_maths_in_fp32():
     torch.manual_seed(0)
-    model = WildRayZer(tiny_cfg().model)
+    model = WildRayZerModel(tiny_cfg().model)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(images(), 2)
     assert out["cameras"]["c2w"].dtype == torch.float32 and out["renders"].dtype == torch.float32
@@ -180,7 +180,7 @@ def test_bf16_autocast_keeps_camera_maths_in_fp32():
 
 def test_motion_on_all_views_and_mae_switch():
     torch.manual_seed(0)
-    model = WildRayZer(tiny_cfg("model.use_motion_mask=true", "model.use_mae_masking=true").model, semantic_dim=0)
+    model = WildRayZerModel(tiny_cfg("model.use_motion_mask=true", "model.use_mae_masking=true").model, semantic_dim=0)
     x = images()
     out = model(x, 2, motion_all_views=True)
     assert out["motion_logits"].shape == (2, 5, 1, 32, 32) and out["token_mask"].shape == (2, 2, 16)
@@ -192,7 +192,7 @@ def test_motion_on_all_views_and_mae_switch():
 
 def test_pose_head_reads_canonical_then_view_token_and_view_0_stays_identity():
     torch.manual_seed(0)
-    model = WildRayZer(tiny_cfg().model)
+    model = WildRayZerModel(tiny_cfg().model)
     x = images()
     c2w = cameras(model, x)["c2w"]
     torch.testing.assert_close(c2w, torch.eye(4).expand_as(c2w))  # zero-initialised last layer

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from wildrayzer.errors import CheckpointError
-from wildrayzer.losses import mask_bce_loss, mse_loss, rendering_loss
-from wildrayzer.perceptual import PerceptualLoss, vgg19_features
-from wildrayzer.train.stages import build_perceptual
+from wildrayzer.train.losses import mask_bce_loss, mse_loss, rendering_loss
+from wildrayzer.train.perceptual import PerceptualLoss, vgg19_features
+from wildrayzer.train.stage1 import build_perceptual
 
 
 def test_masked_mse_ignores_excluded_pixels():

@@ -12,7 +12,7 @@ import torch
 from wildrayzer.cli import main as cli
 from wildrayzer.config import load_config
 from wildrayzer.errors import CheckpointError
-from wildrayzer.model import WildRayZer
+from wildrayzer.model import WildRayZerModel
 from wildrayzer.official.convert import convert_official, read_official_state
 from wildrayzer.official.keys import convert_state, infer_model_config
 from wildrayzer.official.parity import regenerate_state, run_parity
@@ -138,7 +138,7 @@ def test_parity_fails_when_a_release_fact_is_flipped(flip, monkeypatch):
 
         monkeypatch.setattr(camera.torch, "cat", swapped)
     else:  # decide on binarised pixels instead of pooled probabilities
-        monkeypatch.setattr(root.WildRayZer, "token_mask_from_probs",
+        monkeypatch.setattr(root.WildRayZerModel, "token_mask_from_probs",
                             lambda self, p, grid=None: (torch.nn.functional.adaptive_avg_pool2d(
                                 (p.flatten(0, 1) > 0.5).float(), (p.shape[-2] // self.patch,) * 2) > 0.1
                                              ).reshape(p.shape[0], p.shape[1], -1))
@@ -158,7 +158,7 @@ def test_paper_config_is_filled_completely_by_a_release_layout_checkpoint():
     state["loss_computer.perceptual.weight"] = torch.zeros(3)
     sizes = infer_model_config(state)
     assert {k: cfg.model[k] for k in sizes} == sizes  # the paper config is the release's structure
-    model = WildRayZer(cfg.model, semantic_dim=96)
+    model = WildRayZerModel(cfg.model, semantic_dim=96)
     ours, report = convert_state(state, model.state_dict())
     assert report["filled"] == ["noise_token"] and report["dropped"] == {
         "training-loss weights": 1, "DINOv3 input normalisation (the semantic backbone applies it)": 2}
@@ -287,7 +287,7 @@ def test_converted_model_renders_like_the_release(tmp_path, fixture_state):
     """Conversion through the file path gives the same model as the parity run: renders equal the fixture's."""
     from safetensors.torch import load_file
 
-    from wildrayzer.train.checkpoint import load_model_checkpoint
+    from wildrayzer.weights import load_model_checkpoint
 
     ckpt = _release_file(tmp_path, fixture_state)
     convert_official(ckpt, tmp_path / "c", image_size=64, log=lambda m: None)

@@ -9,7 +9,7 @@ from tests.tiny_run import MODEL, NO_MOTION, QUIET, TRAIN_CFG, small_synth
 from wildrayzer.config import load_config
 from wildrayzer.errors import ConfigError
 from wildrayzer.geometry import make_pose, normalize_given_c2w, rotation_6d_to_matrix
-from wildrayzer.model import WildRayZer
+from wildrayzer.model import WildRayZerModel
 
 
 def _random_c2w(b: int, v: int, seed: int = 0):
@@ -42,7 +42,7 @@ def test_coincident_cameras_keep_their_scale():
 def _posed_model():
     cfg = load_config(TRAIN_CFG, MODEL + NO_MOTION + ["model.cameras=given"])
     torch.manual_seed(0)
-    return WildRayZer(cfg.model), cfg
+    return WildRayZerModel(cfg.model), cfg
 
 
 def test_posed_model_has_no_camera_estimator_and_renders_from_the_given_cameras():
@@ -68,7 +68,7 @@ def test_posed_model_has_no_camera_estimator_and_renders_from_the_given_cameras(
 def test_predicted_model_ignores_nothing_it_is_given():
     """A self-supervised model given cameras uses them too (for posed evaluation of RayZer's renderer)."""
     cfg = load_config(TRAIN_CFG, MODEL + NO_MOTION)
-    model = WildRayZer(cfg.model)
+    model = WildRayZerModel(cfg.model)
     images = torch.rand(1, 8, 3, 32, 32)
     c2w = _random_c2w(1, 8, seed=3)
     k = torch.tensor([30.0, 30.0, 16.0, 16.0]).expand(1, 8, 4)
@@ -115,7 +115,7 @@ def test_copy_nearest_baseline_copies_the_context_view_with_the_closest_camera_c
 def test_api_predict_takes_known_cameras_and_a_posed_checkpoint_requires_them(tmp_path):
     from wildrayzer.api import WildRayZer as API
     from wildrayzer.errors import UserError
-    from wildrayzer.train.checkpoint import save_pretrained
+    from wildrayzer.weights import save_pretrained
 
     model, cfg = _posed_model()
     api = API.from_pretrained(save_pretrained(model, cfg, tmp_path / "posed"), device="cpu")

@@ -9,8 +9,8 @@ import torch
 from wildrayzer import cli
 from wildrayzer.config import load_config
 from wildrayzer.errors import CheckpointError
-from wildrayzer.pseudolabel_cache import PseudoLabelCache
-from wildrayzer.pseudolabel_cli import main
+from wildrayzer.pseudolabel.cache import PseudoLabelCache
+from wildrayzer.pseudolabel.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "configs/tiny/wildrayzer_stage2_motion_mask.yaml"
@@ -31,12 +31,12 @@ def synth(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stage1(tmp_path_factory):
-    from wildrayzer.model import WildRayZer
-    from wildrayzer.train.checkpoint import save_pretrained
+    from wildrayzer.model import WildRayZerModel
+    from wildrayzer.weights import save_pretrained
 
     cfg = load_config(REPO / "configs/tiny/wildrayzer_stage1_pretrain.yaml", [])
     torch.manual_seed(0)
-    return save_pretrained(WildRayZer(cfg.model), cfg, tmp_path_factory.mktemp("stage1"))
+    return save_pretrained(WildRayZerModel(cfg.model), cfg, tmp_path_factory.mktemp("stage1"))
 
 
 def _args(repo, synth, out, *extra):
@@ -128,6 +128,26 @@ def test_user_errors_exit_2_with_one_line(repo, synth, tmp_path, capsys, extra, 
     assert err.startswith("error: ") and "\n" not in err and needle in err
 
 
-def test_no_output_directory_is_a_user_error(repo, synth, capsys):
-    rc = cli.main(["pseudolabel", "--config", str(repo / TINY), f"data.root={synth}", "--renders", "clean"])
-    assert rc == 2 and "training.pseudolabel_cache" in capsys.readouterr().err
+def test_labels_go_to_experiments_pseudolabels_by_default(repo, synth, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--config", str(repo / TINY), f"data.root={synth}", "data.split=train", "logging.progress=false",
+                 "--renders", "clean", "--max-scenes", "1"]) == 0
+    assert any((tmp_path / "experiments" / "pseudolabels").glob("*/labels.json"))
+
+
+def test_an_empty_output_directory_is_a_user_error(repo, synth, capsys):
+    rc = cli.main(["pseudolabel", "--config", str(repo / TINY), f"data.root={synth}", "--renders", "clean",
+                   "--out", ""])
+    assert rc == 2 and "--out" in capsys.readouterr().err
+
+
+def test_the_removed_cache_key_is_unknown_but_dropped_from_stored_configs():
+    from wildrayzer.config import from_container, to_container
+    from wildrayzer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="training.pseudolabel_cache"):
+        load_config(None, ["training.pseudolabel_cache=x"])
+    stored = to_container(load_config(None, []))
+    stored["training"]["pseudolabel_cache"] = ""  # as in checkpoints written before the key was removed
+    assert "pseudolabel_cache" not in from_container(stored).training
+    load_config(REPO / "checkpoints/wildrayzer_tiny_2view/config.yaml")  # the shipped config reads as a config

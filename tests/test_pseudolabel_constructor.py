@@ -1,6 +1,6 @@
 """The pseudo-mask constructor against synthetic scenes with known motion masks.
 
-Scenes (:mod:`wildrayzer.pseudolabel_synth`): natural photos as static scenes, renders slightly blurred and tinted
+Scenes (``tests/pseudolabel_synth.py``): natural photos as static scenes, renders slightly blurred and tinted
 like a static model's, a moving textured blob pasted on the photos. Measured on seeds 0-5 at 128x128, 6 frames,
 EfficientNet-Lite0 features (IoU per scene; "static": mask fraction on the same scenes without the object):
 - score_threshold 1.0 (config default): 0.82 0.93 0.39 0.97 0.96 0.95, mean 0.84; static 5.5 % (by seed: 4.3 15.3
@@ -18,17 +18,17 @@ import statistics
 
 import pytest
 import torch
+from pseudolabel_synth import make_scene, mask_iou
 
 from wildrayzer.config import load_config
 from wildrayzer.errors import ConfigError
-from wildrayzer.pseudolabel import (
+from wildrayzer.pseudolabel.constructor import (
     build_pseudo_masks,
     gaussian_blur,
     match_render_blur,
     pseudo_masks_for_batch,
     zscore,
 )
-from wildrayzer.pseudolabel_synth import make_scene, mask_iou
 from wildrayzer.semantic import build_semantic_backbone
 
 SEEDS = range(6)

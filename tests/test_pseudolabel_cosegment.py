@@ -4,8 +4,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wildrayzer.cosegment import cluster_frame_stats, cosegment, dynamic_clusters, kmeans, pixel_labels
-from wildrayzer.pseudolabel import grow_into_clusters
+from wildrayzer.pseudolabel.constructor import grow_into_clusters
+from wildrayzer.pseudolabel.cosegment import cluster_frame_stats, cosegment, dynamic_clusters, kmeans, pixel_labels
 
 
 def _blobs(n_per=50, dims=8, seed=0):

@@ -269,12 +269,12 @@ def init_from_truncated_checkpoint(w, d):
 
 def resume_with_other_view_count(w, d):
     from wildrayzer.config import load_config
-    from wildrayzer.model import WildRayZer
+    from wildrayzer.model import WildRayZerModel
     from wildrayzer.train.checkpoint import save_checkpoint
 
     cfg = load_config(TRAIN_CFG, MODEL + [f"training.output_dir={d / 'exp'}"])
     run = d / "exp" / cfg.training.run_name
-    save_checkpoint(run, 7, WildRayZer(cfg.model), cfg, {"step": 7})
+    save_checkpoint(run, 7, WildRayZerModel(cfg.model), cfg, {"step": 7})
     return Expect(train_cmd(d, w.synth / "re10k_processed_v2", "model.num_target_views=3"),
                   ("resume checkpoint", "ckpt_00000007", "num_target_views: checkpoint 6 vs config 3"),
                   clean=False, watch=run)
@@ -344,15 +344,15 @@ CASES = [corrupt_png, zero_byte_image, rgba_and_odd_size_images_accepted, graysc
 # ----------------------------------------------------------------------------------------------------- fixtures
 def _make_world(root: Path) -> World:
     from wildrayzer.config import load_config
-    from wildrayzer.model import WildRayZer
-    from wildrayzer.train.checkpoint import save_pretrained
+    from wildrayzer.model import WildRayZerModel
+    from wildrayzer.weights import save_pretrained
 
     small_synth(root / "synth")
     torch.manual_seed(0)
 
     def pretrained(name, *extra):
         cfg = load_config(INFER_CFG, MODEL + NO_MOTION + list(extra))
-        return save_pretrained(WildRayZer(cfg.model), cfg, root / name)
+        return save_pretrained(WildRayZerModel(cfg.model), cfg, root / name)
 
     ckpt = pretrained("ckpt")
     pretrained("ckpt_dim", "model.dim=32")

@@ -7,14 +7,14 @@ import time
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_run import TINY_MODEL
 
 from wildrayzer.cli import main as cli
 from wildrayzer.config import load_config, to_container
 from wildrayzer.errors import CheckpointError, ConfigError
-from wildrayzer.train.checkpoint import FORMAT, MAX_PARAMS_ENV, load_model_checkpoint
+from wildrayzer.weights import FORMAT, MAX_PARAMS_ENV, load_model_checkpoint
 
-TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.heads=4", "model.camera_layers=1",
-        "model.scene_layers=1", "model.renderer_layers=1", "model.num_latents=16"]
+TINY = TINY_MODEL
 
 
 @pytest.mark.parametrize("override,needle", [

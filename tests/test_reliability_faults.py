@@ -25,13 +25,8 @@ import torch
 from tiny_run import INFER_CFG, MODEL, PY, QUIET, REPO, TRAIN_CFG, small_synth
 
 from wildrayzer.cli import main as cli_main
-from wildrayzer.train.checkpoint import (
-    LATEST,
-    latest_checkpoint,
-    load_model_checkpoint,
-    load_training_state,
-    read_weights,
-)
+from wildrayzer.train.checkpoint import load_training_state
+from wildrayzer.weights import LATEST, latest_checkpoint, load_model_checkpoint, read_weights
 
 STEPS = 6
 # os.replace calls of a run: config.yaml, git_sha.txt, then per checkpoint j (1-based): weights 3j, state 3j+1,
@@ -266,13 +261,13 @@ def test_disk_full_while_saving_keeps_previous_checkpoint_and_resumes_exactly(sy
 # ------------------------------------------------------------------------------------------- (c) inference resume
 def _pretrained(tmp: Path) -> Path:
     from wildrayzer.config import load_config
-    from wildrayzer.model import WildRayZer
-    from wildrayzer.train.checkpoint import save_pretrained
+    from wildrayzer.model import WildRayZerModel
+    from wildrayzer.weights import save_pretrained
 
     cfg = load_config(INFER_CFG, MODEL + ["model.use_motion_mask=false", "model.use_mae_masking=false",
                                          "semantic.backbone=none"])
     torch.manual_seed(0)
-    return save_pretrained(WildRayZer(cfg.model), cfg, tmp / "ckpt")
+    return save_pretrained(WildRayZerModel(cfg.model), cfg, tmp / "ckpt")
 
 
 def infer_overrides(ckpt: Path, synth: Path, out: Path) -> list[str]:

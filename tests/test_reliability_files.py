@@ -445,11 +445,11 @@ def two_metadata_files_one_scene(world, d):
 def saved_run(d: Path, state: dict | None = None) -> Path:
     """A run folder with one checkpoint (step 1) and a training state: a real one, or ``state``."""
     from wildrayzer.config import load_config
-    from wildrayzer.model import WildRayZer
+    from wildrayzer.model import WildRayZerModel
     from wildrayzer.train.checkpoint import save_checkpoint
 
     cfg = load_config(TRAIN_CFG, [*MODEL, *QUIET, f"training.output_dir={d / 'exp'}", "training.run_name=run"])
-    model = WildRayZer(cfg.model)
+    model = WildRayZerModel(cfg.model)
     if state is None:
         from wildrayzer.train.optim import build_optimizer, build_scheduler
         from wildrayzer.train.rng import capture_rng
@@ -619,7 +619,7 @@ def test_image_within_the_cap_is_read_without_warnings(tmp_path):
 
 
 def test_float16_weights_are_cast_once_with_a_log_line(world, tmp_path, caplog):
-    from wildrayzer.train.checkpoint import load_model_checkpoint
+    from wildrayzer.weights import load_model_checkpoint
 
     pre = _recast(world, tmp_path, lambda s: {k: v.half() for k, v in s.items()})
     with caplog.at_level(logging.WARNING, logger="wildrayzer.train.checkpoint"):
@@ -632,7 +632,7 @@ def test_float16_weights_are_cast_once_with_a_log_line(world, tmp_path, caplog):
 
 
 def test_bfloat16_weights_load_but_int_weights_do_not(world, tmp_path):
-    from wildrayzer.train.checkpoint import load_model_checkpoint
+    from wildrayzer.weights import load_model_checkpoint
 
     load_model_checkpoint(_recast(world, tmp_path / "bf", lambda s: {k: v.bfloat16() for k, v in s.items()}))
     with pytest.raises(CheckpointError, match="stored as int32"):

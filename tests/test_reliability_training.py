@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from tiny_run import MODEL, QUIET, TRAIN_CFG, TRAIN_NOTES, one_error_line, run_cli, small_synth, tree
 
 from wildrayzer.train import loop
-from wildrayzer.train.checkpoint import LATEST, latest_checkpoint, read_weights
+from wildrayzer.weights import LATEST, latest_checkpoint, read_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -83,7 +83,7 @@ def _write_evil(path: Path, marker: Path, kind: str) -> Path:
 @pytest.mark.parametrize("kind", ["pickle", "torch_zip"])
 @pytest.mark.parametrize("layout", ["pt_file", "safetensors_name", "pretrained_dir", "run_dir"])
 def test_crafted_checkpoint_refused_by_load_model_checkpoint(tmp_path, marker, kind, layout):
-    from wildrayzer.train.checkpoint import load_model_checkpoint
+    from wildrayzer.weights import load_model_checkpoint
 
     if layout == "pt_file":
         target = _write_evil(tmp_path / "model.pt", marker, kind)
@@ -132,14 +132,14 @@ def test_crafted_init_from_and_inference_model_path_exit_2(synth, tmp_path, mark
 
 def test_crafted_training_state_refused_on_resume(synth, tmp_path, marker, monkeypatch, capsys):
     """Genuine safetensors weights, but the .state.pt beside them is a code-running pickle: resume refuses it."""
-    from wildrayzer.model import WildRayZer
+    from wildrayzer.model import WildRayZerModel
     from wildrayzer.train.checkpoint import load_training_state, save_checkpoint
 
     overrides = [*MODEL, *QUIET, "training.max_steps=3", f"training.output_dir={tmp_path / 'exp'}",
                  "training.run_name=run", f"data.root={synth / 're10k_processed_v2'}", "data.num_workers=0",
                  "training.batch_size=2"]
     cfg = load_config(TRAIN_CFG, overrides)
-    weights = save_checkpoint(tmp_path / "exp" / "run", 1, WildRayZer(cfg.model), cfg, {"step": 1})
+    weights = save_checkpoint(tmp_path / "exp" / "run", 1, WildRayZerModel(cfg.model), cfg, {"step": 1})
     state = weights.with_name("ckpt_00000001.state.pt")
     state.write_bytes(torch_save_bytes(marker))
     with pytest.raises(CheckpointError, match="unreadable"):
@@ -154,7 +154,7 @@ def test_crafted_training_state_refused_on_resume(synth, tmp_path, marker, monke
 def test_crafted_auxiliary_weights_refused(tmp_path, marker):
     """Perceptual (VGG-19) and LPIPS weight files are read with weights_only=True too."""
     from wildrayzer.infer.lpips import load_lpips
-    from wildrayzer.perceptual import PerceptualLoss
+    from wildrayzer.train.perceptual import PerceptualLoss
 
     evil = _write_evil(tmp_path / "vgg19.pth", marker, "torch_zip")
     with pytest.raises(CheckpointError, match="cannot read"):
@@ -269,13 +269,13 @@ def test_stored_config_with_interpolation_in_checkpoint_header_is_not_executed(t
     from safetensors.torch import save_file
 
     from wildrayzer.config import to_container
-    from wildrayzer.model import WildRayZer
-    from wildrayzer.train.checkpoint import FORMAT, load_model_checkpoint
+    from wildrayzer.model import WildRayZerModel
+    from wildrayzer.weights import FORMAT, load_model_checkpoint
 
     cfg = load_config(None, MODEL)
     stored = to_container(cfg)
     stored["training"]["run_name"] = "${python:__import__('os').system('touch " + str(marker) + "')}"
-    state = {k: v.contiguous() for k, v in WildRayZer(cfg.model).state_dict().items()}
+    state = {k: v.contiguous() for k, v in WildRayZerModel(cfg.model).state_dict().items()}
     save_file(state, str(tmp_path / "m.safetensors"), metadata={"format": FORMAT, "config": json.dumps(stored)})
     with pytest.raises(CheckpointError, match="stored config is unreadable"):
         load_model_checkpoint(tmp_path / "m.safetensors")
@@ -285,12 +285,12 @@ def test_stored_config_with_interpolation_in_checkpoint_header_is_not_executed(t
 # (load_upload's own checks are in tests/test_demo.py; here: binding, upload cap, the handler's refusal)
 @pytest.fixture(scope="module")
 def tiny_pretrained(tmp_path_factory) -> Path:
-    from wildrayzer.model import WildRayZer
-    from wildrayzer.train.checkpoint import save_pretrained
+    from wildrayzer.model import WildRayZerModel
+    from wildrayzer.weights import save_pretrained
 
     cfg = load_config(INFER_CFG, MODEL + NO_MOTION)
     torch.manual_seed(0)
-    return save_pretrained(WildRayZer(cfg.model), cfg, tmp_path_factory.mktemp("sec_ckpt") / "tiny")
+    return save_pretrained(WildRayZerModel(cfg.model), cfg, tmp_path_factory.mktemp("sec_ckpt") / "tiny")
 
 
 @pytest.mark.parametrize("host_args, host", [([], "127.0.0.1"), (["--host", "0.0.0.0"], "0.0.0.0")])
@@ -314,7 +314,7 @@ def test_demo_binds_localhost_unless_host_and_limits_uploads(tiny_pretrained, tm
 def test_demo_predict_handler_rejects_non_images(tiny_pretrained, tmp_path):
     gr = pytest.importorskip("gradio")
     from wildrayzer import WildRayZer
-    from wildrayzer.demo import build_app
+    from wildrayzer.commands.demo import build_app
 
     app = build_app(WildRayZer.from_pretrained(tiny_pretrained, device="cpu"))
     fn = next(f.fn for f in app.fns.values() if f.api_name == "predict")

@@ -5,17 +5,18 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_run import TINY_MODEL
 
+from wildrayzer import weights
 from wildrayzer.config import load_config
 from wildrayzer.errors import CheckpointError
-from wildrayzer.model import WildRayZer
+from wildrayzer.model import WildRayZerModel
 from wildrayzer.train import checkpoint as ck
-from wildrayzer.train.checkpoint import latest_checkpoint, load_model_checkpoint, save_checkpoint, save_pretrained
+from wildrayzer.train.checkpoint import save_checkpoint
 from wildrayzer.train.warmstart import init_from_checkpoint
+from wildrayzer.weights import latest_checkpoint, load_model_checkpoint, save_pretrained
 
-TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.heads=4", "model.camera_layers=1",
-        "model.scene_layers=1", "model.renderer_layers=1", "model.motion_layers=1", "model.num_latents=16",
-        "model.num_context_views=2", "model.num_target_views=3"]
+TINY = [*TINY_MODEL, "model.motion_layers=1", "model.num_context_views=2", "model.num_target_views=3"]
 
 
 def tiny(*extra):
@@ -31,7 +32,7 @@ def save(run, step, model, cfg, **kw):
 def test_round_trip_file_run_dir_and_pretrained_dir(tmp_path):
     cfg = tiny()
     torch.manual_seed(0)
-    model = WildRayZer(cfg.model)
+    model = WildRayZerModel(cfg.model)
     path = save(tmp_path / "run", 5, model, cfg)
     assert path.name == "ckpt_00000005.safetensors"
     assert (tmp_path / "run/checkpoints/ckpt_LATEST").read_text().strip() == "ckpt_00000005"
@@ -48,20 +49,20 @@ def test_round_trip_file_run_dir_and_pretrained_dir(tmp_path):
 
 def test_mismatched_views_layers_or_dim_raise_listing_differences(tmp_path):
     cfg = tiny()
-    path = save(tmp_path / "run", 1, WildRayZer(cfg.model), cfg)
+    path = save(tmp_path / "run", 1, WildRayZerModel(cfg.model), cfg)
     with pytest.raises(CheckpointError, match="num_target_views: checkpoint 3 vs config 6"):
         load_model_checkpoint(path, expected_cfg=tiny("model.num_target_views=6"))
     with pytest.raises(CheckpointError, match="camera_layers.*dim|dim.*camera_layers"):
         load_model_checkpoint(path, expected_cfg=tiny("model.camera_layers=2", "model.dim=128"))
     # weights that do not fit the model (shape and key level)
-    other = WildRayZer(tiny("model.num_latents=32").model)
+    other = WildRayZerModel(tiny("model.num_latents=32").model)
     with pytest.raises(CheckpointError, match="shape: scene.latents"):
-        ck.load_state_strict(WildRayZer(cfg.model), other.state_dict(), "x")
-    state = WildRayZer(cfg.model).state_dict()
+        weights.load_state_strict(WildRayZerModel(cfg.model), other.state_dict(), "x")
+    state = WildRayZerModel(cfg.model).state_dict()
     state.pop("noise_token")
     state["extra.weight"] = torch.zeros(1)
     with pytest.raises(CheckpointError, match="missing: noise_token.*unexpected: extra.weight"):
-        ck.load_state_strict(WildRayZer(cfg.model), state, "x")
+        weights.load_state_strict(WildRayZerModel(cfg.model), state, "x")
 
 
 def test_foreign_truncated_and_missing_checkpoints(tmp_path):
@@ -70,7 +71,7 @@ def test_foreign_truncated_and_missing_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="not a WildRayZer checkpoint"):
         load_model_checkpoint(foreign)
     cfg = tiny()
-    good = save(tmp_path / "run", 1, WildRayZer(cfg.model), cfg)
+    good = save(tmp_path / "run", 1, WildRayZerModel(cfg.model), cfg)
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
@@ -83,7 +84,7 @@ def test_foreign_truncated_and_missing_checkpoints(tmp_path):
 
 def test_failing_writer_never_corrupts_latest(tmp_path, monkeypatch):
     cfg = tiny()
-    model = WildRayZer(cfg.model)
+    model = WildRayZerModel(cfg.model)
     save(tmp_path, 1, model, cfg)
     real = ck.atomic_write_bytes
     calls = []
@@ -114,7 +115,7 @@ def test_failing_writer_never_corrupts_latest(tmp_path, monkeypatch):
 
 def test_keep_last_n(tmp_path):
     cfg = tiny()
-    model = WildRayZer(cfg.model)
+    model = WildRayZerModel(cfg.model)
     for step in range(1, 6):
         save(tmp_path, step, model, cfg, keep_last_n=2)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
@@ -125,10 +126,10 @@ def test_keep_last_n(tmp_path):
 def test_init_from_stage1_into_motion_model_lists_fresh_modules(tmp_path):
     cfg1 = tiny()
     torch.manual_seed(0)
-    src = WildRayZer(cfg1.model)
+    src = WildRayZerModel(cfg1.model)
     save(tmp_path / "stage1", 3, src, cfg1)
     cfg2 = tiny("model.use_motion_mask=true", "model.use_mae_masking=true", "training.stage=2")
-    dst = WildRayZer(cfg2.model, semantic_dim=0)
+    dst = WildRayZerModel(cfg2.model, semantic_dim=0)
     lines = []
     fresh = init_from_checkpoint(dst, cfg2, str(tmp_path / "stage1"), lines.append)
     assert fresh and all(k.startswith("motion.") for k in fresh)
@@ -136,18 +137,18 @@ def test_init_from_stage1_into_motion_model_lists_fresh_modules(tmp_path):
     for k, v in src.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v)
     with pytest.raises(CheckpointError, match="renderer_layers"):
-        init_from_checkpoint(WildRayZer(tiny("model.renderer_layers=2").model), tiny("model.renderer_layers=2"),
+        init_from_checkpoint(WildRayZerModel(tiny("model.renderer_layers=2").model), tiny("model.renderer_layers=2"),
                              str(tmp_path / "stage1"), lines.append)
     # the reverse (a motion checkpoint into a model without one) is not legitimate
     save(tmp_path / "stage2", 1, dst, cfg2)
     with pytest.raises(CheckpointError, match="use_motion_mask"):
-        init_from_checkpoint(WildRayZer(cfg1.model), cfg1, str(tmp_path / "stage2"), lines.append)
+        init_from_checkpoint(WildRayZerModel(cfg1.model), cfg1, str(tmp_path / "stage2"), lines.append)
 
 
 def test_checkpoint_of_the_pre_release_layout_is_a_clear_error(tmp_path):
     """Checkpoints of WildRayZer 0.1 (its own layout, before the release architecture) cannot be loaded: say so."""
     cfg = tiny()
-    path = save_pretrained(WildRayZer(cfg.model), cfg, tmp_path / "old") / "model.safetensors"
+    path = save_pretrained(WildRayZerModel(cfg.model), cfg, tmp_path / "old") / "model.safetensors"
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:

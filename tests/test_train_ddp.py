@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from wildrayzer.train.checkpoint import read_weights
+from wildrayzer.weights import read_weights
 
 SCRIPT = textwrap.dedent("""
     import sys
@@ -74,12 +74,12 @@ def test_two_gloo_processes_match_one_process_with_same_global_batch(tmp_path):
 
 
 def _initial_weights():
+    from tiny_run import TINY_MODEL
+
     from wildrayzer.config import load_config
-    from wildrayzer.model import WildRayZer
+    from wildrayzer.model import WildRayZerModel
     from wildrayzer.train.rng import seed_everything
 
-    cfg = load_config(None, ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.heads=4",
-                             "model.camera_layers=1", "model.scene_layers=1", "model.renderer_layers=1",
-                             "model.num_latents=16", "model.num_context_views=2", "model.num_target_views=2"])
+    cfg = load_config(None, [*TINY_MODEL, "model.num_context_views=2", "model.num_target_views=2"])
     seed_everything(cfg.training.seed)
-    return WildRayZer(cfg.model).state_dict()
+    return WildRayZerModel(cfg.model).state_dict()

@@ -2,17 +2,17 @@
 
 import pytest
 import torch
+from tiny_run import TINY_MODEL
 from torch.utils.data import Dataset
 
 from wildrayzer.cli import main as cli_main
 from wildrayzer.config import load_config
-from wildrayzer.train.checkpoint import latest_checkpoint, load_model_checkpoint, read_weights
 from wildrayzer.train.loop import TrainingDivergedError, train
+from wildrayzer.weights import latest_checkpoint, load_model_checkpoint, read_weights
 
-TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.heads=4", "model.camera_layers=1",
-        "model.scene_layers=1", "model.renderer_layers=1", "model.num_latents=16", "model.num_context_views=2",
-        "model.num_target_views=2", "training.batch_size=2", "training.lr=1e-3", "training.lr_warmup=1",
-        "logging.progress=false", "logging.tensorboard=false", "data.num_workers=0"]
+TINY = [*TINY_MODEL, "model.num_context_views=2", "model.num_target_views=2", "training.batch_size=2",
+        "training.lr=1e-3", "training.lr_warmup=1", "logging.progress=false", "logging.tensorboard=false",
+        "data.num_workers=0"]
 
 
 class RandomViews(Dataset):

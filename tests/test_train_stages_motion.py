@@ -11,10 +11,10 @@ from wildrayzer.config import load_config
 from wildrayzer.data import build_dataset
 from wildrayzer.data.synthetic import SynthParams, generate
 from wildrayzer.errors import ConfigError
-from wildrayzer.model import WildRayZer
-from wildrayzer.train.checkpoint import latest_checkpoint
+from wildrayzer.model import WildRayZerModel
 from wildrayzer.train.loop import train
 from wildrayzer.train.stages import apply_trainable, get_stage
+from wildrayzer.weights import latest_checkpoint
 
 TINY = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.heads=2", "model.camera_layers=1",
         "model.scene_layers=1", "model.renderer_layers=1", "model.motion_layers=2", "model.num_latents=16",
@@ -57,7 +57,7 @@ def test_stages_1_2_3_train_and_freeze_the_right_parts(root, tmp_path):
     motion = [k for k in s2 if k.startswith("motion.")]
     assert motion and "noise_token" in s2
     # every motion parameter has moved away from its fresh init after two AdamW steps: compare to a fresh model
-    fresh = WildRayZer(stage_cfg(root, tmp_path, 2).model, semantic_dim=get_stage(2).semantic_dim(
+    fresh = WildRayZerModel(stage_cfg(root, tmp_path, 2).model, semantic_dim=get_stage(2).semantic_dim(
         stage_cfg(root, tmp_path, 2))).state_dict()
     moved = [k for k in motion if not torch.equal(s2[k], fresh[k]) and s2[k].dtype.is_floating_point]
     assert len(moved) > 0.9 * len(motion)
@@ -90,7 +90,7 @@ def test_stages_1_2_3_train_and_freeze_the_right_parts(root, tmp_path):
 @pytest.mark.parametrize("stage", [2, 3])
 def test_trainable_sets(root, tmp_path, stage):
     cfg = stage_cfg(root, tmp_path, stage)
-    model = WildRayZer(cfg.model, semantic_dim=8)
+    model = WildRayZerModel(cfg.model, semantic_dim=8)
     names = apply_trainable(model, stage)
     assert names == (["motion"] if stage == 2 else ["tokenizer", "camera", "scene", "renderer", "motion",
                                                      "noise_token"])
@@ -103,9 +103,9 @@ def test_freeze_parts_validation(root, tmp_path):
         stage_cfg(root, tmp_path, 3, ["training.freeze_parts=[camra]"])
     cfg = stage_cfg(root, tmp_path, 2, ["training.freeze_parts=[motion]"])
     with pytest.raises(ConfigError, match="leaves nothing to train in stage 2"):
-        apply_trainable(WildRayZer(cfg.model, semantic_dim=8), 2, cfg.training.freeze_parts)
+        apply_trainable(WildRayZerModel(cfg.model, semantic_dim=8), 2, cfg.training.freeze_parts)
     cfg = stage_cfg(root, tmp_path, 3, ["training.freeze_parts=[camera,noise_token]"])
-    model = WildRayZer(cfg.model, semantic_dim=8)
+    model = WildRayZerModel(cfg.model, semantic_dim=8)
     assert apply_trainable(model, 3, cfg.training.freeze_parts) == ["tokenizer", "scene", "renderer", "motion"]
     assert not any(p.requires_grad for p in model.camera.parameters()) and not model.noise_token.requires_grad
 
@@ -125,10 +125,10 @@ def test_flag_matrix(root, tmp_path, stage, motion, pseudo, mae, paste):
     if not motion or not (pseudo or paste) or (stage == 3 and pseudo):
         # stage 3 pseudo-labels need a static model to render from (init_from / stage1_checkpoint, empty here)
         with pytest.raises(ConfigError, match="use_motion_mask|no supervision|static model"):
-            WildRayZer(cfg.model, semantic_dim=st.semantic_dim(cfg))
+            WildRayZerModel(cfg.model, semantic_dim=st.semantic_dim(cfg))
             st.setup(cfg, torch.device("cpu"), lambda m: None)
         return
-    model = WildRayZer(cfg.model, semantic_dim=st.semantic_dim(cfg))
+    model = WildRayZerModel(cfg.model, semantic_dim=st.semantic_dim(cfg))
     apply_trainable(model, stage)
     st.setup(cfg, torch.device("cpu"), lambda m: None)
     ds = build_dataset(cfg, "train")
@@ -149,7 +149,7 @@ def test_stage3_pseudolabels_with_static_model(root, tmp_path):
     train(stage_cfg(root, tmp_path, 2))
     cfg = stage_cfg(root, tmp_path, 3, ["copy_paste.probability=1.0"])
     st = get_stage(3)
-    model = WildRayZer(cfg.model, semantic_dim=st.semantic_dim(cfg))
+    model = WildRayZerModel(cfg.model, semantic_dim=st.semantic_dim(cfg))
     st.setup(cfg, torch.device("cpu"), lambda m: None)
     assert st.static_model is not None and not any(p.requires_grad for p in st.static_model.parameters())
     ds = build_dataset(cfg, "train")
@@ -161,7 +161,7 @@ def test_stage3_pseudolabels_with_static_model(root, tmp_path):
 
 
 def test_mask_pos_weight_upweights_moving_pixels():
-    from wildrayzer.losses import mask_bce_loss
+    from wildrayzer.train.losses import mask_bce_loss
 
     logits = torch.zeros(1, 1, 1, 4, 4)
     target = torch.zeros(1, 1, 1, 4, 4)

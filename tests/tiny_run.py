@@ -19,6 +19,13 @@ MODEL = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.hea
          "model.scene_layers=1", "model.renderer_layers=1", "model.num_latents=16"]
 NO_MOTION = ["model.use_motion_mask=false", "model.use_mae_masking=false", "semantic.backbone=none"]
 QUIET = ["logging.progress=false", "logging.tensorboard=false"]
+# The other tests' model sizes: TINY_MODEL (d=64, 4 heads) for training and checkpoint tests, MICRO_MODEL (d=32,
+# 2 heads, 2 + 3 views, motion head of 1 layer) for the method-decision tests.
+TINY_MODEL = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.heads=4", "model.camera_layers=1",
+              "model.scene_layers=1", "model.renderer_layers=1", "model.num_latents=16"]
+MICRO_MODEL = ["model.image_size=32", "model.patch_size=8", "model.dim=32", "model.heads=2", "model.camera_layers=1",
+               "model.scene_layers=1", "model.renderer_layers=1", "model.motion_layers=1", "model.num_latents=8",
+               "model.num_context_views=2", "model.num_target_views=3", "model.motion_heads=2"]
 
 
 def small_synth(out: Path, dynamic_test: int = 1) -> Path:
@@ -35,12 +42,12 @@ def tiny_pretrained(out: Path, seed: int = 0) -> Path:
     import torch
 
     from wildrayzer.config import load_config
-    from wildrayzer.model import WildRayZer
-    from wildrayzer.train.checkpoint import save_pretrained
+    from wildrayzer.model import WildRayZerModel
+    from wildrayzer.weights import save_pretrained
 
     cfg = load_config(INFER_CFG, MODEL + NO_MOTION)
     torch.manual_seed(seed)
-    return save_pretrained(WildRayZer(cfg.model), cfg, out)
+    return save_pretrained(WildRayZerModel(cfg.model), cfg, out)
 
 
 def run_cli(args: list[str]) -> tuple[int, str, str]:

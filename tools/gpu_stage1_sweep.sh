@@ -70,7 +70,7 @@ run_all main "$SPEC" || echo "a run failed: see $OUT_DIR/*.main.log"
 for r in "${RECIPES[@]}"; do
   name=${r%%|*}
   tail -2 "$OUT_DIR/$name.main.log"
-  $PY -c "from pathlib import Path; from wildrayzer.schedule import export_pretrained as e; \
+  $PY -c "from pathlib import Path; from wildrayzer.commands.schedule import export_pretrained as e; \
 e(Path('$OUT_DIR/${name}_main'), Path('$OUT_DIR/$name/export'))" || echo "$name: nothing to export"
 done
 if [ -n "${PACK_DIR:-}" ]; then

@@ -8,6 +8,7 @@ key), raised as :class:`~wildrayzer.errors.ConfigError`.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 from dataclasses import dataclass, field
@@ -105,7 +106,6 @@ class TrainingConfig:
     freeze_parts: list[str] = field(default_factory=list)  # parts held frozen on top of the stage's choice
     mask_pos_weight: float = 1.0  # BCE weight of moving pixels (class balance; transients cover ~5-15 % of an image)
     psnr_filter_threshold: float = 17.0
-    pseudolabel_cache: str = ""  # directory of precomputed pseudo-masks ("" = compute in the loop)
     resume: bool = True
     checkpoint_every: int = 1000
     keep_last_n: int = 3
@@ -454,9 +454,23 @@ def to_container(cfg: DictConfig | ListConfig) -> Any:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+# Keys that were removed from the schema but that configs stored in older checkpoints still hold (dropped on read).
+RETIRED_KEYS = ("training.pseudolabel_cache",)  # never read by training: the pseudolabel CLI's old output default
+
+
+def _drop_retired(tree: dict) -> dict:
+    tree = copy.deepcopy(tree)
+    for key in RETIRED_KEYS:
+        section, _, leaf = key.rpartition(".")
+        node = tree.get(section) if isinstance(tree, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return tree
+
+
 def from_container(tree: dict) -> DictConfig:
     """Rebuild a config from a stored (resolved) dict, e.g. the one saved with a checkpoint; validated like a file."""
-    cfg = _merge(schema(), tree, "stored config")
+    cfg = _merge(schema(), _drop_retired(tree) if isinstance(tree, dict) else tree, "stored config")
     _resolve(cfg, "stored config")
     validate(cfg)
     return cfg

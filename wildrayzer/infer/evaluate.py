@@ -14,11 +14,12 @@ from torch import Tensor
 from .metrics import MetricsAggregator, pose_metrics, scene_metrics
 
 
-def score_scene(pipe, item: dict, lpips_model=None) -> tuple[dict, dict]:
-    """Run ``pipe`` on one dataset sample (context + targets) and score it. -> (prediction dict, metrics dict)."""
+def score_scene(pipe, item: dict, lpips_model=None, apply_mae: bool | None = None) -> tuple[dict, dict]:
+    """Run ``pipe`` on one dataset sample (context + targets) and score it (``apply_mae``: see Pipeline.run).
+    -> (prediction dict, metrics dict)."""
     vc = pipe.num_context
     cams = {k: item[k][None] for k in ("c2w", "fxfycxcy")} if pipe.posed else None
-    out = pipe.run(item["images"][None], cameras=cams)
+    out = pipe.run(item["images"][None], cameras=cams, apply_mae=apply_mae)
     renders = out["renders"][0].float().cpu().clamp(0, 1)  # (Vt, 3, H, W)
     probs = out["motion_probs"][0].cpu() if out["motion_probs"] is not None else None  # (Vc, 1, H, W)
     pred_c2w = out["cameras"]["c2w"][0].cpu()
@@ -78,9 +79,10 @@ def scene_indices(dataset, max_scenes: int = 0, progress: bool = True, desc: str
 
 @torch.no_grad()
 def evaluate(dataset, num_context: int, pipe=None, baseline: str = "", lpips_model=None, max_scenes: int = 0,
-             progress: bool = True, desc: str = "eval") -> dict:
-    """Average metrics over ``dataset`` (eval mode). ``pipe`` = a loaded Pipeline, or ``baseline`` = "mean_colour" /
-    "copy_nearest" (renders; with identity-pose camera errors). -> MetricsAggregator.summary()."""
+             progress: bool = True, desc: str = "eval", apply_mae: bool | None = None) -> dict:
+    """Average metrics over ``dataset`` (eval mode). ``pipe`` = a loaded Pipeline (``apply_mae``: see Pipeline.run),
+    or ``baseline`` = "mean_colour" / "copy_nearest" (renders; with identity-pose camera errors).
+    -> MetricsAggregator.summary()."""
     if (pipe is None) == (not baseline):
         raise ValueError("evaluate: give exactly one of pipe and baseline")
     if baseline and baseline not in BASELINES:
@@ -89,7 +91,7 @@ def evaluate(dataset, num_context: int, pipe=None, baseline: str = "", lpips_mod
     for i in scene_indices(dataset, max_scenes, progress, desc):
         item = dataset[i]
         if pipe is not None:
-            _, m = score_scene(pipe, item, lpips_model)
+            _, m = score_scene(pipe, item, lpips_model, apply_mae)
         else:
             m = metrics_for(item, num_context, BASELINES[baseline](item, num_context), None, None, lpips_model)
             if "c2w" in item:

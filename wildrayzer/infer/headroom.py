@@ -48,25 +48,21 @@ def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True) 
                         "only the synthetic dynamic sets have; point data.root at e.g. data/synthetic/dynamic_re10k")
     conditions = [c for c in CONDITIONS if c != "own_masks" or pipe.model.motion is not None]
     aggs = {c: MetricsAggregator() for c in conditions}
-    mae_flag = pipe.model.use_mae_masking
-    pipe.model.use_mae_masking = True  # the masked conditions mask whatever the checkpoint was trained with
-    try:
-        for i in scene_indices(dataset, max_scenes, progress, "headroom"):
-            item = first if i == 0 else dataset[i]
-            images = item["images"][None].to(pipe.device, torch.float32)  # (1, V, 3, H, W)
-            sem = pipe.semantic_features(images[:, :vc])  # shared by every condition that sees the real context
-            cams = {k: item[k][None].to(pipe.device) for k in ("c2w", "fxfycxcy")} if pipe.posed else None
-            for c in conditions:
-                if c == "transient_free":
-                    clean = images.clone()
-                    clean[0, :vc] = item["clean_images"][:vc].to(pipe.device, torch.float32)
-                    renders, c2w = _render(pipe, clean, pipe.semantic_features(clean[:, :vc]), vc, apply_mae=False,
-                                           cameras=cams)
-                elif c == "gt_masks":
-                    renders, c2w = _render(pipe, images, sem, vc, True, item["motion_masks"][:vc][None], cams)
-                else:
-                    renders, c2w = _render(pipe, images, sem, vc, apply_mae=c == "own_masks", cameras=cams)
-                aggs[c].add(f"{i:05d}_{item['scene']}", metrics_for(item, vc, renders, None, c2w))
-    finally:
-        pipe.model.use_mae_masking = mae_flag
+    # The masked conditions mask (apply_mae=True) whatever the checkpoint was trained with.
+    for i in scene_indices(dataset, max_scenes, progress, "headroom"):
+        item = first if i == 0 else dataset[i]
+        images = item["images"][None].to(pipe.device, torch.float32)  # (1, V, 3, H, W)
+        sem = pipe.semantic_features(images[:, :vc])  # shared by every condition that sees the real context
+        cams = {k: item[k][None].to(pipe.device) for k in ("c2w", "fxfycxcy")} if pipe.posed else None
+        for c in conditions:
+            if c == "transient_free":
+                clean = images.clone()
+                clean[0, :vc] = item["clean_images"][:vc].to(pipe.device, torch.float32)
+                renders, c2w = _render(pipe, clean, pipe.semantic_features(clean[:, :vc]), vc, apply_mae=False,
+                                       cameras=cams)
+            elif c == "gt_masks":
+                renders, c2w = _render(pipe, images, sem, vc, True, item["motion_masks"][:vc][None], cams)
+            else:
+                renders, c2w = _render(pipe, images, sem, vc, apply_mae=c == "own_masks", cameras=cams)
+            aggs[c].add(f"{i:05d}_{item['scene']}", metrics_for(item, vc, renders, None, c2w))
     return {c: a.summary() for c, a in aggs.items()}

@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN §5): image quality on full images and static regions, motion masks, poses.
+"""Evaluation metrics: image quality on full images and static regions, motion masks, poses.
 
 Conventions
 * Images are float ``(N, 3, H, W)`` in [0, 1]; masks ``(N, 1, H, W)`` with 1 = moving. A mask pixel counts as moving

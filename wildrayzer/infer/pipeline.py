@@ -11,15 +11,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..distributed import pick_device
 from ..errors import CheckpointError, ConfigError
 from ..image_ops import resize_images
-from ..train.checkpoint import load_model_checkpoint
-from ..train.distributed import pick_device
+from ..weights import load_model_checkpoint
 
 
 @dataclass
 class Pipeline:
-    model: torch.nn.Module  # wildrayzer.model.WildRayZer, eval mode
+    model: torch.nn.Module  # wildrayzer.model.WildRayZerModel, eval mode
     semantic: torch.nn.Module | None  # frozen backbone when the model has a motion estimator
     config: object  # the config stored with the checkpoint
     device: torch.device
@@ -85,12 +85,12 @@ class Pipeline:
         """True for a model trained with known cameras (``model.cameras=given``): ``run`` needs them."""
         return self.model.camera is None
 
-    def check_images(self, images: Tensor, allow_context_only: bool = True) -> None:
+    def check_images(self, images: Tensor) -> None:
         """images: (B, V, 3, H, W). V must be the trained view count (context + targets) or the context count."""
         if images.dim() != 5 or images.shape[2] != 3:
             raise ConfigError(f"expected images of shape (B, V, 3, H, W); got {tuple(images.shape)}")
         v, size = images.shape[1], self.image_size
-        allowed = {self.num_context + self.num_target} | ({self.num_context} if allow_context_only else set())
+        allowed = {self.num_context + self.num_target, self.num_context}
         if v not in allowed:
             raise ConfigError(f"{self.path} was trained for {self.num_context} context + {self.num_target} target "
                               f"views; got {v} images. Pass {self.num_context} (context only) or "
@@ -99,17 +99,19 @@ class Pipeline:
             raise ConfigError(f"images must be {size}x{size} for this checkpoint; got {tuple(images.shape[-2:])}")
 
     @torch.no_grad()
-    def run(self, images: Tensor, cameras: dict | None = None) -> dict:
+    def run(self, images: Tensor, cameras: dict | None = None, apply_mae: bool | None = None) -> dict:
         """images: (B, V, 3, H, W) in [0, 1], context first -> the model's prediction dict, plus ``motion_probs``
         (B, Vc, 1, H, W) or None. With V == num_context only cameras, masks and the scene are predicted.
-        cameras: {"c2w": (B, V, 4, 4), "fxfycxcy": (B, V, 4) pixels}, needed by a posed model (``posed``)."""
+        cameras: {"c2w": (B, V, 4, 4), "fxfycxcy": (B, V, 4) pixels}, needed by a posed model (``posed``).
+        apply_mae: token masking on/off for this call; None = the checkpoint's own setting."""
         self.check_images(images)
         images = images.to(self.device, torch.float32)
         sem = self.semantic_features(images[:, : self.num_context])
         with_targets = images.shape[1] > self.num_context
         if cameras is not None:
             cameras = {k: cameras[k].to(self.device, torch.float32) for k in ("c2w", "fxfycxcy")}
-        out = self.model(images, self.num_context, semantic_feats=sem, render_targets=with_targets, cameras=cameras)
+        out = self.model(images, self.num_context, semantic_feats=sem, render_targets=with_targets, cameras=cameras,
+                         apply_mae=apply_mae)
         logits = out.get("motion_logits")
         probs = torch.sigmoid(logits.float()) if logits is not None else None
         if probs is not None and probs.shape[-2:] != images.shape[-2:]:  # a release decoder at patch != 16

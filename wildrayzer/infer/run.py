@@ -103,7 +103,7 @@ def check_scene_targets(out_root: Path, dirs: list[str]) -> None:
 def run_inference(cfg, progress: bool = True) -> dict:
     """Evaluate ``cfg.inference.model_path`` on ``cfg.data`` (eval mode). Returns the summary (rank 0)."""
     from ..data import build_dataset
-    from ..train.distributed import barrier, cleanup, gather_objects, init_distributed
+    from ..distributed import barrier, cleanup, gather_objects, init_distributed
     from .lpips import maybe_load_lpips
     from .pipeline import Pipeline, check_checkpoint_exists
 

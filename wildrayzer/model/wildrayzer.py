@@ -19,7 +19,7 @@ from .scene import SceneEncoder
 from .tokenizer import ImageTokenizer
 
 
-class WildRayZer(nn.Module):
+class WildRayZerModel(nn.Module):
     """RayZer (camera estimator + scene encoder + renderer) plus WildRayZer's motion masks and noise-token masking.
 
     ``model_cfg`` is the ``model`` section of the config; ``semantic_dim`` the channel count of the semantic
@@ -92,14 +92,15 @@ class WildRayZer(nn.Module):
 
     def forward(self, images: Tensor, num_context: int, *, motion_probs: Tensor | None = None,
                 semantic_feats: Tensor | None = None, render_targets: bool = True, motion_all_views: bool = False,
-                apply_mae: bool = True, render_inputs: bool = False, cameras: dict | None = None) -> dict:
+                apply_mae: bool | None = None, render_inputs: bool = False, cameras: dict | None = None) -> dict:
         """images: (B, V, 3, H, W) in [0, 1], context views first, V = num_context + num_target, or V = num_context
         (cameras, masks and scene only; ``renders`` is None).
 
         motion_probs: (B, Vc, 1, H, W) or None, used for token masking instead of the model's own masks.
         semantic_feats: (B, Vm, C, h, w) or None (checked by the motion head), Vm = V when ``motion_all_views``
         (masks for every view, e.g. to supervise targets in training) else Vc.
-        ``render_targets=False`` skips the renderer; ``apply_mae=False`` turns noise-token masking off for this call;
+        ``render_targets=False`` skips the renderer; ``apply_mae`` turns noise-token masking on (True) or off (False)
+        for this call, None keeps the model's own setting (``model.use_mae_masking``);
         ``render_inputs=True`` also re-renders the context views (``input_renders``).
         cameras: {"c2w": (B, V, 4, 4) in any world frame, "fxfycxcy": (B, V, 4) pixels} known cameras, required by a
         posed model (``model.cameras=given``) and used instead of the estimator's; they are normalised by
@@ -125,7 +126,7 @@ class WildRayZer(nn.Module):
 
         fused = self.scene.fuse_tokens(tokens[:, :vc], ctx_plucker_tokens)  # (B, Vc, N, D)
         token_mask = None
-        if self.use_mae_masking and apply_mae:
+        if (self.use_mae_masking if apply_mae is None else apply_mae):
             probs = motion_probs if motion_probs is not None else (
                 torch.sigmoid(motion_logits[:, :vc].float()) if motion_logits is not None else None)
             if probs is not None:

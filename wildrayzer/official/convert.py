@@ -87,15 +87,15 @@ def official_config(state: dict[str, torch.Tensor], image_size: int = 256, conte
 def convert_official(ckpt: str | Path, out_dir: str | Path, image_size: int = 256, context_views: int = 2,
                      target_views: int = 6, dinov3_path: str = "", log=print) -> dict:
     """Convert ``ckpt`` into the pretrained directory ``out_dir`` -> report (sizes, dropped and filled keys)."""
-    from ..model import WildRayZer
-    from ..train.checkpoint import load_state_strict, save_pretrained
+    from ..model import WildRayZerModel
+    from ..weights import load_state_strict, save_pretrained
 
     ckpt, out = Path(ckpt), Path(out_dir)
     _check_out_dir(out)
     state, info = read_official_state(ckpt)
     cfg = official_config(state, image_size, context_views, target_views, dinov3_path)
     sem = semantic_channels(state)
-    model = WildRayZer(cfg.model, semantic_dim=sem)
+    model = WildRayZerModel(cfg.model, semantic_dim=sem)
     ours, report = convert_state(state, model.state_dict())
     load_state_strict(model, ours, f"converted {ckpt}")
     for name in report["filled"]:

@@ -1,4 +1,4 @@
-"""State-dict keys of the authors' release (``Images2Latent4D``) -> this package's ``WildRayZer``.
+"""State-dict keys of the authors' release (``Images2Latent4D``) -> this package's ``WildRayZerModel``.
 
 Pure functions on dicts of tensors: sizes are inferred from the tensors themselves, every release key is either
 mapped one to one (same values, same layout, except the noise token's shape) or listed as dropped with a reason.

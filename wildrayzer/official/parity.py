@@ -71,7 +71,7 @@ def run_parity(fixture: str | Path, tol: float = 1e-4, log=lambda _msg: None) ->
     """-> {"max_abs": {output: float}, "token_mask_mismatches": int} for one fixture directory (``tol`` decides
     whether the release's own motion-head token selection is tried at batch size > 1)."""
     from ..official.convert import convert_official
-    from ..train.checkpoint import load_model_checkpoint
+    from ..weights import load_model_checkpoint
 
     fixture = Path(fixture)
     spec, io = _read_fixture(fixture)

@@ -14,19 +14,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..config import to_yaml
+from ..distributed import DistInfo, any_true, barrier, cleanup, gather_objects, init_distributed, mean_over_ranks
 from ..errors import CheckpointError, ConfigError, UserError
-from ..fileio import check_name
-from .checkpoint import (
-    atomic_write_bytes,
-    check_arch,
-    latest_checkpoint,
-    load_state_strict,
-    load_training_state,
-    read_weights,
-    save_checkpoint,
-    stored_config,
-)
-from .distributed import DistInfo, any_true, barrier, cleanup, gather_objects, init_distributed, mean_over_ranks
+from ..fileio import atomic_write_bytes, check_name
+from ..weights import check_arch, latest_checkpoint, load_state_strict, read_weights, stored_config
+from .checkpoint import load_training_state, save_checkpoint
 from .logging import RunLogger
 from .optim import build_optimizer, build_scheduler
 from .rng import capture_rng, restore_rng, seed_everything
@@ -132,7 +124,7 @@ def train(cfg, dataset=None, fault_hook=None) -> dict:
 
 
 def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
-    from ..model import WildRayZer
+    from ..model import WildRayZerModel
 
     t, device = cfg.training, info.device
     run_dir = run_dir_for(cfg)
@@ -152,7 +144,7 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
         raise ConfigError(f"model.motion_upsample_steps={m.motion_upsample_steps} predicts masks at "
                           f"{2 ** m.motion_upsample_steps}x the token grid, not one per pixel (patch {m.patch_size}); "
                           "training needs image-sized masks: set model.motion_upsample_steps=0")
-    model = WildRayZer(cfg.model, semantic_dim=semantic_dim)
+    model = WildRayZerModel(cfg.model, semantic_dim=semantic_dim)
     latest = latest_checkpoint(run_dir) if t.resume else None
     logger = RunLogger(cfg, run_dir, info.is_main, start_step=0, total_steps=t.max_steps)
     log = logger.note

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses import mask_bce_loss
-from .stages import given_cameras, register_stage
+from .losses import mask_bce_loss
+from .stage1 import given_cameras
 
 
 def check_supervision(cfg) -> None:
@@ -84,13 +84,20 @@ class MotionStageBase:
         f = self.semantic(images.flatten(0, 1))
         return f.view(b, v, *f.shape[1:])
 
+    def inputs(self, batch: dict, cfg) -> tuple[int, Tensor, dict | None, Tensor, Tensor | None, Tensor]:
+        """-> (context count, the batch's images, its given cameras or None, the images with pasted objects, the
+        paste masks (B, V, 1, H, W) or None, the semantic features of the pasted images)."""
+        original = batch["images"]
+        images, paste = self.paste(original)
+        return cfg.model.num_context_views, original, given_cameras(batch, cfg), images, paste, self.features(images)
+
     @torch.no_grad()
     def labels(self, static_renders: Tensor | None, batch: dict, cfg,
                feats: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """-> mask labels (B, V, 1, H, W) and validity (B, V) for every view. Targets get pseudo-masks (when on)
         united with their paste masks; context views are labelled only where something was pasted on them (a
         context view's own transients cannot be pseudo-labelled: its render reproduces them)."""
-        from ..pseudolabel import pseudo_masks_for_batch
+        from ..pseudolabel.constructor import pseudo_masks_for_batch
 
         images = batch["images"]
         vc = cfg.model.num_context_views
@@ -121,11 +128,7 @@ class Stage2MotionMask(MotionStageBase):
     number = 2
 
     def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
-        vc = cfg.model.num_context_views
-        original = batch["images"]
-        cams = given_cameras(batch, cfg)
-        images, paste = self.paste(original)
-        feats = self.features(images)
+        vc, original, cams, images, paste, feats = self.inputs(batch, cfg)
         out = model(images, vc, semantic_feats=feats, motion_all_views=True, apply_mae=False,
                     render_targets=paste is None, cameras=cams)
         static_renders = None
@@ -143,6 +146,3 @@ class Stage2MotionMask(MotionStageBase):
 
     def compute_losses(self, batch: dict, out: dict, cfg) -> tuple[Tensor, dict[str, Tensor]]:
         return self.mask_loss(out)
-
-
-register_stage(2, Stage2MotionMask)

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses import rendering_loss
+from .losses import rendering_loss
+from .stage1 import build_perceptual
 from .stage2 import MotionStageBase
-from .stages import build_perceptual, given_cameras, register_stage
 
 
 class Stage3JointCopyPaste(MotionStageBase):
@@ -32,7 +32,7 @@ class Stage3JointCopyPaste(MotionStageBase):
         super().setup(cfg, device, log)
         self.perceptual = build_perceptual(cfg.training, device, log)
         if cfg.model.use_dinov3_pseudolabel:
-            from .checkpoint import load_model_checkpoint
+            from ..weights import load_model_checkpoint
 
             src = cfg.pseudolabel.stage1_checkpoint or cfg.training.init_from
             if not src:
@@ -43,11 +43,7 @@ class Stage3JointCopyPaste(MotionStageBase):
             log(f"stage 3: pseudo-labels rendered by the frozen static model {loaded.path}")
 
     def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
-        vc = cfg.model.num_context_views
-        original = batch["images"]
-        cams = given_cameras(batch, cfg)
-        images, paste = self.paste(original)
-        feats = self.features(images)
+        vc, original, cams, images, paste, feats = self.inputs(batch, cfg)
         static_renders = None
         if self.static_model is not None:
             with torch.no_grad():
@@ -74,6 +70,3 @@ class Stage3JointCopyPaste(MotionStageBase):
         logs.update(mlogs)
         logs["dynamic_frac"] = dynamic.mean().detach()
         return render + bce, logs
-
-
-register_stage(3, Stage3JointCopyPaste)

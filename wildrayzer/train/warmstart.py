@@ -6,8 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ..errors import CheckpointError
-from .checkpoint import ARCH_KEYS, arch_summary, load_state_strict, read_weights, resolve_checkpoint, stored_config
+from ..weights import ARCH_KEYS, check_arch, load_state_strict, read_weights, resolve_checkpoint, stored_config
 
 _MOTION_KEYS = ("use_motion_mask", "motion_layers", "motion_heads")
 
@@ -17,14 +16,10 @@ def init_from_checkpoint(model: nn.Module, cfg, path: str, log: Callable[[str], 
     motion estimator when the source was trained without one (its keys are listed in the log and returned)."""
     weights = resolve_checkpoint(path)
     state, meta = read_weights(weights)
-    src = arch_summary(stored_config(meta, str(weights)).model)
-    dst = arch_summary(cfg.model)
-    source_lacks_motion = not src["use_motion_mask"] and dst["use_motion_mask"]
-    keys = [k for k in ARCH_KEYS if not (source_lacks_motion and k in _MOTION_KEYS)]
-    diffs = [f"model.{k}: checkpoint {src[k]!r} vs config {dst[k]!r}" for k in keys if src[k] != dst[k]]
-    if diffs:
-        raise CheckpointError(f"training.init_from={path}: {weights} does not match the config: "
-                              + "; ".join(diffs[:5]))
+    src = stored_config(meta, str(weights)).model
+    source_lacks_motion = not src.use_motion_mask and cfg.model.use_motion_mask
+    keys = tuple(k for k in ARCH_KEYS if not (source_lacks_motion and k in _MOTION_KEYS))
+    check_arch(cfg.model, src, f"training.init_from={path}: {weights}", keys)
     allow = ("motion.",) if source_lacks_motion else ()
     fresh = load_state_strict(model, state, f"training.init_from={weights}", allow_missing_prefixes=allow)
     log(f"initialised from {weights} (stage {meta.get('stage')}, step {meta.get('step')})"

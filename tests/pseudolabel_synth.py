@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from skimage import data as skdata
 from torch import Tensor
 
-from .pseudolabel import gaussian_blur
+from wildrayzer.pseudolabel.constructor import gaussian_blur
 
 BACKGROUNDS = ("astronaut", "coffee", "rocket", "immunohistochemistry", "brick", "grass", "gravel")
 OBJECTS = ("chelsea", "coffee", "astronaut", "rocket")

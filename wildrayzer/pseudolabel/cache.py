@@ -1,4 +1,4 @@
-"""On-disk pseudo-mask cache written by ``wildrayzer pseudolabel`` and read by training.
+"""On-disk pseudo-mask export written by ``wildrayzer pseudolabel`` (to inspect labels; training computes its own).
 
 Layout (one directory per scene, written to a temporary name and renamed, so a scene is either complete or absent)::
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import to_container
+from ..config import to_container
 
 LABELS = "labels.json"
 

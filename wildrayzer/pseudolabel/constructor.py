@@ -6,9 +6,9 @@ Per scene (T target photos and their static renders, plus semantic features of b
    render's sharpness, see :func:`match_render_blur`) and semantic (1 - cosine of backbone
    features, upsampled to full resolution); each z-scored per frame (mean / std over the frame's pixels: a frame
    whose render is poor everywhere is not all "moving"), combined ``semantic_weight * sem + ssim_weight * ssim``;
-2. co-segmentation (:mod:`wildrayzer.cosegment`): k-means (``kmeans_k``, ``kmeans_iters``, seeded) on the photos'
-   semantic features pooled over the scene; clusters in the top ``top_cluster_fraction`` by mean score that are
-   flagged (mean score > ``score_threshold``) in at least ``min_frame_votes`` frames are dynamic;
+2. co-segmentation (:mod:`wildrayzer.pseudolabel.cosegment`): k-means (``kmeans_k``, ``kmeans_iters``, seeded) on
+   the photos' semantic features pooled over the scene; clusters in the top ``top_cluster_fraction`` by mean score
+   that are flagged (mean score > ``score_threshold``) in at least ``min_frame_votes`` frames are dynamic;
 3. candidate mask = pixels with score > ``score_threshold``, grown into the connected regions of dynamic clusters
    they touch (completing objects whose interior matches poorly); morphological opening then closing
    (``morph_kernel``);
@@ -17,7 +17,8 @@ Per scene (T target photos and their static renders, plus semantic features of b
 5. reliability: the render's PSNR against the photo must reach ``training.psnr_filter_threshold``, otherwise the
    frame is marked unreliable (it should contribute no mask loss).
 
-All functions are pure (tensors in, tensors out); the CLI (:mod:`wildrayzer.pseudolabel_cli`) adds I/O and caching.
+All functions are pure (tensors in, tensors out); the CLI (:mod:`wildrayzer.pseudolabel.cli`) adds I/O and the
+on-disk label export (:mod:`wildrayzer.pseudolabel.cache`).
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from ..errors import ConfigError
+from ..image_ops import psnr, ssim_map
 from .cosegment import cosegment
-from .errors import ConfigError
-from .image_ops import psnr, ssim_map
 
 
 @dataclass
@@ -219,11 +220,3 @@ def pseudo_masks_for_batch(renders: Tensor, targets: Tensor, backbone, cfg, seed
     reliable = torch.stack([o.reliable for o in outs])
     return masks.to(targets.device), reliable.to(targets.device)
 
-
-if __name__ == "__main__":  # python -m wildrayzer.pseudolabel == wildrayzer pseudolabel
-    import sys
-
-    from .cli import run_guarded
-    from .pseudolabel_cli import main
-
-    sys.exit(run_guarded(main, sys.argv[1:]))

@@ -1,4 +1,5 @@
-"""Process-group setup for ``torchrun`` (any nproc, c10d rendezvous) and plain single-process runs."""
+"""Device choice and process-group setup for ``torchrun`` (any nproc, c10d rendezvous) and plain single-process runs;
+shared by training, inference and the pseudo-label export."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from .errors import ConfigError
 
 
 @dataclass
@@ -31,8 +34,6 @@ def pick_device(choice: str, local_rank: int = 0) -> torch.device:
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        from ..errors import ConfigError
-
         raise ConfigError("training.device=cuda but no CUDA device is available; use training.device=auto")
     torch.cuda.set_device(local_rank)
     return torch.device("cuda", local_rank)

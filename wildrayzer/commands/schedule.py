@@ -18,7 +18,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 TINY = {1: "configs/tiny/wildrayzer_stage1_pretrain.yaml", 2: "configs/tiny/wildrayzer_stage2_motion_mask.yaml",
         3: "configs/tiny/wildrayzer_stage3_joint_copy_paste.yaml"}
@@ -35,7 +35,7 @@ def view_overrides(views: int) -> list[str]:
 
 
 def stage_config(stage: int, out: Path, steps: int, extra: list[str], data_root: str = ""):
-    from .config import load_config
+    from ..config import load_config
 
     overrides = [f"training.output_dir={out}", f"training.run_name={RUN_NAMES[stage]}", f"training.max_steps={steps}"]
     if data_root:  # the generated set's own scenes and copy-paste cut-outs
@@ -52,7 +52,7 @@ def run_schedule(out: str | Path, steps: tuple[int, int, int] = DEFAULT_STEPS, e
                  per_stage: dict[int, list[str]] | None = None) -> dict[int, Path]:
     """Train the given stages in order; returns {stage: run dir}. Finished stages return at once (resume).
     ``extra`` applies to every stage, ``per_stage[s]`` (applied after it) to stage ``s`` only."""
-    from .train.loop import train
+    from ..train.loop import train
 
     out = Path(out)
     dirs = {}
@@ -71,7 +71,7 @@ def ensure_training_data(train_scenes: int, progress: bool = False) -> str:
     return it as the schedule's data root; 0 -> "" (the stage configs' own data roots)."""
     if not train_scenes:
         return ""
-    from .data.synthetic import SynthParams, ensure_default_data
+    from ..data.synthetic import SynthParams, ensure_default_data
 
     root = f"data/synthetic_{train_scenes}"
     ensure_default_data(root, SynthParams(static_train=train_scenes, dynamic_train=train_scenes), progress=progress)
@@ -80,7 +80,7 @@ def ensure_training_data(train_scenes: int, progress: bool = False) -> str:
 
 def export_pretrained(run_dir: Path, dest: Path) -> Path:
     """Copy a run's latest weights into a pretrained directory (``model.safetensors`` + ``config.yaml``)."""
-    from .train.checkpoint import load_model_checkpoint, save_pretrained
+    from ..weights import load_model_checkpoint, save_pretrained
 
     loaded = load_model_checkpoint(run_dir)
     return save_pretrained(loaded.model, loaded.config, dest, step=int(loaded.metadata.get("step", 0)),
@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
         if stage not in ("1", "2", "3"):
             raise UserError(f"--stage-override: stage must be 1, 2 or 3, got '{stage}'")
         per_stage.setdefault(int(stage), []).append(item)
-    from .data.synthetic import ensure_default_data
+    from ..data.synthetic import ensure_default_data
 
     data_root = ensure_training_data(args.train_scenes, progress=True)
     if not data_root:

@@ -10,7 +10,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 SCRIPTS = {"speed": "speed.py", "quality": "quality.py", "synth": "bench_synth.py",
            "pseudolabel": "bench_pseudolabel.py", "headroom": "mask_headroom.py"}

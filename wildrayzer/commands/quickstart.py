@@ -10,15 +10,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .errors import CheckpointError, UserError
+from ..errors import CheckpointError, UserError
 
 CONFIG = "configs/tiny/wildrayzer_inference.yaml"
 
 
 def main(argv: list[str]) -> int:
-    from .config import load_config
-    from .data.synthetic import ensure_default_data
-    from .infer.run import run_inference
+    from ..config import load_config
+    from ..data.synthetic import ensure_default_data
+    from ..infer.run import run_inference
 
     if not Path(CONFIG).is_file():
         raise UserError(f"{CONFIG} not found: run quickstart from the repository root (make quickstart)")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .image_ops import psnr
+from ..image_ops import psnr
 from .perceptual import PerceptualLoss, flatten_views
 
 

@@ -1,11 +1,12 @@
-"""``wildrayzer pseudolabel --config FILE [--out DIR] [key=value ...]``: build the pseudo-motion-mask cache offline.
+"""``wildrayzer pseudolabel --config FILE [--out DIR] [key=value ...]``: export pseudo-motion masks to inspect them.
 
 For every scene of ``build_dataset(cfg, "eval")`` (set ``data.split`` to the split you train on): render the target
 views with the frozen stage-1 model (``pseudolabel.stage1_checkpoint``), compute semantic features (cached per image
-under ``semantic.cache_dir`` when set), run the constructor (:mod:`wildrayzer.pseudolabel`) and write masks + a JSON
-with reliability to ``--out`` or ``training.pseudolabel_cache`` (:mod:`wildrayzer.pseudolabel_cache`). Scenes already
-cached with the same settings are skipped, so an interrupted run resumes. When the dataset has ground-truth motion
-masks, the summary reports the masks' IoU against them.
+under ``semantic.cache_dir`` when set), run the constructor (:mod:`wildrayzer.pseudolabel.constructor`) and write masks
++ a JSON with reliability to ``--out`` (default ``experiments/pseudolabels``; :mod:`wildrayzer.pseudolabel.cache`).
+Scenes already written with the same settings are skipped, so an interrupted run resumes. When the dataset has
+ground-truth motion masks, the summary reports the masks' IoU against them. Training does not read these files: stages
+2 and 3 compute their pseudo-labels in the loop, from the model being trained against.
 
 ``--renders clean`` replaces the stage-1 renders by the dataset's transient-free ``clean_images`` (synthetic data
 only): a diagnostic that measures the constructor alone, with perfect static renders.
@@ -22,34 +23,23 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .errors import CheckpointError, ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 RenderFn = Callable[[dict], Tensor]  # dataset item -> target renders (T, 3, H, W) in [0, 1]
 
 
-def _device(cfg) -> torch.device:
-    name = cfg.training.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("training.device=cuda but no CUDA device is available; use training.device=cpu")
-    return torch.device(name)
-
-
 def stage1_renderer(cfg, device: torch.device) -> RenderFn:
     """The frozen stage-1 model as a renderer of an item's target views (context = first num_context_views)."""
-    from .train.checkpoint import load_model_checkpoint
+    from ..weights import check_arch, load_model_checkpoint
 
     path = str(cfg.pseudolabel.stage1_checkpoint)
     if not path:
         raise ConfigError("pseudolabel.stage1_checkpoint is empty: point it to the stage-1 run directory or "
                           "weights file (e.g. pseudolabel.stage1_checkpoint=experiments/wildrayzer_stage1_pretrain)")
     loaded = load_model_checkpoint(path)
-    stored, want = loaded.config.model, cfg.model
-    for key in ("image_size", "num_context_views", "num_target_views"):
-        if stored[key] != want[key]:
-            raise CheckpointError(f"stage-1 checkpoint {loaded.path} has model.{key}={stored[key]} but the config "
-                                  f"says {want[key]}; set model.{key}={stored[key]} or use a matching checkpoint")
+    stored = loaded.config.model
+    check_arch(cfg.model, stored, f"stage-1 checkpoint {loaded.path}", ("image_size", "num_context_views",
+                                                                          "num_target_views"))
     model = loaded.model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -82,10 +72,14 @@ def label_dataset(cfg, dataset, render: RenderFn, backbone, out_dir: str | Path,
     """Label every scene of ``dataset`` not yet cached -> summary dict (counts, timing, IoU vs GT when present)."""
     from tqdm import tqdm
 
-    from .pseudolabel import build_pseudo_masks
-    from .pseudolabel_cache import PseudoLabelCache, fingerprint
-    from .pseudolabel_synth import mask_iou
-    from .semantic import FeatureCache
+    from ..infer.metrics import mask_iou_pooled
+    from ..semantic import FeatureCache
+    from .cache import PseudoLabelCache, fingerprint
+    from .constructor import build_pseudo_masks
+
+    def mask_iou(pred: Tensor, gt: Tensor) -> float:  # 1.0 when nothing moves and nothing is predicted
+        iou = mask_iou_pooled(pred, gt)
+        return 1.0 if iou is None else iou
 
     cache = PseudoLabelCache(out_dir)
     fp = fingerprint(cfg, getattr(render, "source", "unknown"))
@@ -133,22 +127,23 @@ def label_dataset(cfg, dataset, render: RenderFn, backbone, out_dir: str | Path,
 
 
 def main(argv: list[str]) -> int:
-    from .cli import config_arg_parser
-    from .config import load_config
-    from .data import build_dataset
-    from .semantic import build_semantic_backbone
+    from ..cli import config_arg_parser
+    from ..config import load_config
+    from ..data import build_dataset
+    from ..distributed import pick_device
+    from ..semantic import build_semantic_backbone
 
     parser = config_arg_parser("wildrayzer pseudolabel", __doc__.splitlines()[0])
-    parser.add_argument("--out", default="", help="cache directory (default: training.pseudolabel_cache)")
+    parser.add_argument("--out", default="experiments/pseudolabels", help="output directory (default: %(default)s)")
     parser.add_argument("--max-scenes", type=int, default=0, help="label at most this many scenes (0 = all)")
     parser.add_argument("--renders", choices=("stage1", "clean"), default="stage1",
                         help="stage1: frozen stage-1 model (default); clean: the dataset's clean_images (diagnostic)")
     args = parser.parse_intermixed_args(argv)  # options may follow key=value overrides
     cfg = load_config(Path(args.config), args.overrides)
-    out_dir = args.out or cfg.training.pseudolabel_cache
+    out_dir = args.out
     if not out_dir:
-        raise ConfigError("no output directory: pass --out DIR or set training.pseudolabel_cache")
-    device = _device(cfg)
+        raise ConfigError("--out is empty: pass the output directory, e.g. --out experiments/pseudolabels")
+    device = pick_device(cfg.training.device)
     render = stage1_renderer(cfg, device) if args.renders == "stage1" else clean_renderer(cfg)
     backbone = build_semantic_backbone(cfg.semantic).to(device)
     if backbone.out_dim == 0:
@@ -161,6 +156,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from .cli import run_guarded
+    from ..cli import run_guarded
 
     sys.exit(run_guarded(main, sys.argv[1:]))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 DEFAULT_CHECKPOINT = "checkpoints/wildrayzer_tiny_2view"
 MAX_UPLOAD = "10mb"
@@ -69,7 +69,7 @@ def camera_figure(c2w: torch.Tensor, fxfycxcy: torch.Tensor, size: int):
 
 def run_demo_prediction(model, images: list, num_frames: int = 24) -> dict:
     """model: wildrayzer.WildRayZer; images: PIL images -> overlays (uint8 HxWx3 list), figure, novel views."""
-    from .infer.visuals import mask_overlay, to_uint8
+    from ..infer.visuals import mask_overlay, to_uint8
 
     pred = model.predict(images)
     x = pred["images"]
@@ -149,7 +149,7 @@ def main(argv: list[str]) -> int:
         import gradio  # noqa: F401
     except ImportError:
         raise UserError("the demo needs Gradio: pip install -e '.[demo]' (or make install-demo)") from None
-    from .api import WildRayZer
+    from ..api import WildRayZer
 
     model = WildRayZer.from_pretrained(args.checkpoint, device=args.device)
     app = build_app(model, example_inputs())
