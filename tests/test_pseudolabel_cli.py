@@ -151,3 +151,18 @@ def test_the_removed_cache_key_is_unknown_but_dropped_from_stored_configs():
     stored["training"]["pseudolabel_cache"] = ""  # as in checkpoints written before the key was removed
     assert "pseudolabel_cache" not in from_container(stored).training
     load_config(REPO / "checkpoints/wildrayzer_tiny_2view/config.yaml")  # the shipped config reads as a config
+
+
+def test_a_run_config_yaml_written_before_the_key_was_removed_still_loads(tmp_path, caplog):
+    import yaml
+
+    from wildrayzer.config import to_container
+
+    stored = to_container(load_config(None, ["training.lr=0.003"]))
+    stored["training"]["pseudolabel_cache"] = "experiments/pseudolabels"
+    old = tmp_path / "config.yaml"
+    old.write_text(yaml.safe_dump(stored))
+    with caplog.at_level("WARNING"):
+        cfg = load_config(old)
+    assert cfg.training.lr == 0.003 and "pseudolabel_cache" not in cfg.training
+    assert "ignoring retired key(s) training.pseudolabel_cache" in caplog.text

@@ -5,7 +5,7 @@ import pytest
 from test_api import TINY, make_tiny_checkpoint
 from test_infer_run import REPO, make_dataset
 
-from wildrayzer import quickstart
+from wildrayzer.commands import quickstart
 from wildrayzer.cli import main as cli_main
 from wildrayzer.errors import CheckpointError
 

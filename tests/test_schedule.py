@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from wildrayzer import schedule
+from wildrayzer.commands import schedule
 from wildrayzer.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]

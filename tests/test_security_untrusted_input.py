@@ -296,7 +296,7 @@ def tiny_pretrained(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("host_args, host", [([], "127.0.0.1"), (["--host", "0.0.0.0"], "0.0.0.0")])
 def test_demo_binds_localhost_unless_host_and_limits_uploads(tiny_pretrained, tmp_path, monkeypatch, host_args, host):
     gr = pytest.importorskip("gradio")
-    from wildrayzer import demo
+    from wildrayzer.commands import demo
 
     launched = {}
 

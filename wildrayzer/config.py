@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,7 +341,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Schema defaults <- YAML file (with ``base:`` chain) <- dotlist overrides, in struct mode."""
     cfg = schema()
     if path is not None:
-        cfg = _merge(cfg, _read_yaml(Path(path)), str(path))
+        tree = _read_yaml(Path(path))
+        if isinstance(tree, dict):  # a run's own config.yaml written before a key was retired
+            kept = _drop_retired(tree)
+            if kept != tree:
+                logging.getLogger(__name__).warning("%s: ignoring retired key(s) %s (they never had an effect)",
+                                                    path, ", ".join(RETIRED_KEYS))
+            tree = kept
+        cfg = _merge(cfg, tree, str(path))
     if overrides:
         cfg = _merge(cfg, parse_dotlist(list(overrides)), "command-line overrides")
     OmegaConf.set_struct(cfg, True)
