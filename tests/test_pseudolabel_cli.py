@@ -110,6 +110,23 @@ def test_stage1_checkpoint_renders(repo, synth, stage1, tmp_path, capsys):
     assert max(meta["psnr"]) < 17.0 and meta["renders_from"].endswith("model.safetensors")
 
 
+def test_a_stage3_checkpoint_renders_as_the_static_model(repo, synth, stage1, tmp_path, capsys):
+    """A checkpoint with a motion head and MAE masking labels like its static part: same renders as without them."""
+    from wildrayzer.model import WildRayZerModel
+    from wildrayzer.weights import load_model_checkpoint, save_pretrained
+
+    cfg = load_config(REPO / "configs/tiny/wildrayzer_stage3_joint_copy_paste.yaml", [])
+    static = load_model_checkpoint(stage1).model
+    full = WildRayZerModel(cfg.model, semantic_dim=152)
+    full.load_state_dict(static.state_dict(), strict=False)  # same static weights, a fresh motion head
+    path = save_pretrained(full, cfg, tmp_path / "stage3", semantic_dim=152)
+    psnrs = []
+    for name, ckpt in (("static", stage1), ("full", path)):
+        assert main(_args(repo, synth, tmp_path / name, f"pseudolabel.stage1_checkpoint={ckpt}")) == 0
+        psnrs.append(json.loads((tmp_path / name / "dynamic_train_0000" / "labels.json").read_text())["psnr"])
+    assert psnrs[0] == psnrs[1]
+
+
 def test_view_count_mismatch_is_a_checkpoint_error(repo, synth, stage1, tmp_path):
     with pytest.raises(CheckpointError, match="num_target_views"):
         main(_args(repo, synth, tmp_path / "c", f"pseudolabel.stage1_checkpoint={stage1}",

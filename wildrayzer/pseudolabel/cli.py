@@ -43,12 +43,14 @@ def stage1_renderer(cfg, device: torch.device) -> RenderFn:
     model = loaded.model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    # A stage-2/3 checkpoint renders as the static model, like stage 3's labeller: no motion head, no token masking.
+    model.motion = None
     num_context = int(stored.num_context_views)
 
     @torch.no_grad()
     def render(item: dict) -> Tensor:
         cams = None if model.camera is not None else {k: item[k][None].to(device) for k in ("c2w", "fxfycxcy")}
-        out = model(item["images"][None].to(device), num_context, cameras=cams)
+        out = model(item["images"][None].to(device), num_context, cameras=cams, apply_mae=False)
         return out["renders"][0].float().clamp(0, 1).cpu()
 
     render.source = str(loaded.path)  # type: ignore[attr-defined]
