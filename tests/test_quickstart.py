@@ -5,8 +5,8 @@ import pytest
 from test_api import TINY, make_tiny_checkpoint
 from test_infer_run import REPO, make_dataset
 
-from wildrayzer.commands import quickstart
 from wildrayzer.cli import main as cli_main
+from wildrayzer.commands import quickstart
 from wildrayzer.errors import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from wildrayzer.commands import schedule
 from wildrayzer.cli import main as cli_main
+from wildrayzer.commands import schedule
 
 REPO = Path(__file__).resolve().parents[1]
 
