@@ -12,14 +12,14 @@ import torch
 from torch import Tensor
 
 from .metrics import MetricsAggregator, pose_metrics, scene_metrics
+from .pipeline import item_cameras
 
 
 def score_scene(pipe, item: dict, lpips_model=None, apply_mae: bool | None = None) -> tuple[dict, dict]:
     """Run ``pipe`` on one dataset sample (context + targets) and score it (``apply_mae``: see Pipeline.run).
     -> (prediction dict, metrics dict)."""
     vc = pipe.num_context
-    cams = {k: item[k][None] for k in ("c2w", "fxfycxcy")} if pipe.posed else None
-    out = pipe.run(item["images"][None], cameras=cams, apply_mae=apply_mae)
+    out = pipe.run(item["images"][None], cameras=item_cameras(pipe.model, item, pipe.device), apply_mae=apply_mae)
     renders = out["renders"][0].float().cpu().clamp(0, 1)  # (Vt, 3, H, W)
     probs = out["motion_probs"][0].cpu() if out["motion_probs"] is not None else None  # (Vc, 1, H, W)
     pred_c2w = out["cameras"]["c2w"][0].cpu()

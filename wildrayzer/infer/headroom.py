@@ -22,6 +22,7 @@ import torch
 from ..errors import UserError
 from .evaluate import metrics_for, scene_indices
 from .metrics import MetricsAggregator
+from .pipeline import item_cameras
 
 CONDITIONS = ("as_given", "own_masks", "gt_masks", "transient_free")
 
@@ -53,7 +54,7 @@ def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True) 
         item = first if i == 0 else dataset[i]
         images = item["images"][None].to(pipe.device, torch.float32)  # (1, V, 3, H, W)
         sem = pipe.semantic_features(images[:, :vc])  # shared by every condition that sees the real context
-        cams = {k: item[k][None].to(pipe.device) for k in ("c2w", "fxfycxcy")} if pipe.posed else None
+        cams = item_cameras(pipe.model, item, pipe.device)
         for c in conditions:
             if c == "transient_free":
                 clean = images.clone()

@@ -133,6 +133,14 @@ class Pipeline:
         return torch.cat(parts, dim=1).clamp(0, 1)
 
 
+def item_cameras(model, item: dict, device) -> dict | None:
+    """A dataset item's cameras as a batch of one on ``device`` when ``model`` is posed (``model.cameras=given``,
+    no camera estimator), else None (the model predicts them)."""
+    if model.camera is not None:
+        return None
+    return {k: item[k][None].to(device) for k in ("c2w", "fxfycxcy")}  # (1, V, 4, 4), (1, V, 4)
+
+
 def missing_checkpoint_message(path: str) -> str:
     from ..official.convert import RELEASE_URL
 

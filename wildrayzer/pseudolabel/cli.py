@@ -30,6 +30,7 @@ RenderFn = Callable[[dict], Tensor]  # dataset item -> target renders (T, 3, H, 
 
 def stage1_renderer(cfg, device: torch.device) -> RenderFn:
     """The frozen stage-1 model as a renderer of an item's target views (context = first num_context_views)."""
+    from ..infer.pipeline import item_cameras
     from ..weights import check_arch, load_model_checkpoint
 
     path = str(cfg.pseudolabel.stage1_checkpoint)
@@ -49,8 +50,8 @@ def stage1_renderer(cfg, device: torch.device) -> RenderFn:
 
     @torch.no_grad()
     def render(item: dict) -> Tensor:
-        cams = None if model.camera is not None else {k: item[k][None].to(device) for k in ("c2w", "fxfycxcy")}
-        out = model(item["images"][None].to(device), num_context, cameras=cams, apply_mae=False)
+        out = model(item["images"][None].to(device), num_context, cameras=item_cameras(model, item, device),
+                    apply_mae=False)
         return out["renders"][0].float().clamp(0, 1).cpu()
 
     render.source = str(loaded.path)  # type: ignore[attr-defined]
