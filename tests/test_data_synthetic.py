@@ -162,6 +162,15 @@ def test_clean_equals_dynamic_outside_transient_mask(tree):
     assert len(set(areas)) > 3, "transients should move between frames"
 
 
+@pytest.mark.parametrize("travel", [(0.5, 0.8), (3.0, 3.5)])
+def test_transients_walk_the_requested_distance(travel):
+    walked = []
+    for i in range(6):
+        spec = random_scene(scene_rng(0, "dynamic", "train", i), 12, 32, 32, True, transient_travel=travel)
+        walked += [float(np.linalg.norm(tr.path[-1] - tr.path[0])) for tr in spec.transients]
+    assert walked and all(travel[0] - 1e-4 <= d <= travel[1] + 1e-4 for d in walked)
+
+
 def test_layout_lists_and_view_indices(tree):
     for root, kind in (("re10k_processed_v2", "static"), ("dynamic_re10k", "dynamic")):
         for split in ("train", "test"):

@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="dynamic training scenes (default: --scenes; 0 for a static-only stage-1 set)")
     s.add_argument("--transient-distance", type=float, nargs=2, default=(0.6, 1.5), metavar=("MIN", "MAX"),
                    help="metres ahead of the camera where transients walk (default 0.6 1.5; nearer = larger)")
+    s.add_argument("--transient-travel", type=float, nargs=2, default=(1.5, 4.0), metavar=("MIN", "MAX"),
+                   help="metres a transient walks over the clip, start to end (default 1.5 4.0; 0.6 2.2 before v0.7)")
     s.add_argument("--frames", type=int, default=24, help="frames per scene (default 24, at least 8)")
     s.add_argument("--res", type=int, default=64, help="square resolution in pixels (default 64)")
     s.add_argument("--seed", type=int, default=0)
@@ -68,9 +70,12 @@ def _synth(args) -> int:
     near, far = args.transient_distance
     if not 0.5 <= near <= far <= 10:
         raise UserError(f"--transient-distance {near} {far}: give MIN <= MAX between 0.5 and 10 metres")
+    lo, hi = args.transient_travel
+    if not 0 <= lo <= hi <= 20:
+        raise UserError(f"--transient-travel {lo} {hi}: give MIN <= MAX between 0 and 20 metres")
     params = SynthParams(static_train=args.scenes, static_test=test, dynamic_train=dynamic, dynamic_test=test,
                          frames=args.frames, res=args.res, seed=args.seed, coco_images=args.coco_images,
-                         transient_distance=(near, far))
+                         transient_distance=(near, far), transient_travel=(lo, hi))
     summary = generate(Path(args.out), params, workers=max(1, args.workers), progress=not args.no_progress)
     print(json.dumps({"out": str(args.out), **summary}))
     return 0

@@ -189,7 +189,7 @@ def _in_view(c2w: np.ndarray, fxfycxcy: np.ndarray, height: int, width: int, poi
 
 
 def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints,
-                distance: tuple[float, float] = (0.6, 1.5)) -> list[Transient]:
+                distance: tuple[float, float] = (0.6, 1.5), travel: tuple[float, float] = (1.5, 4.0)) -> list[Transient]:
     frames = len(c2w)
     cams_xz = c2w[:, [0, 2], 3]
     s = np.linspace(0.0, 1.0, frames)
@@ -208,7 +208,7 @@ def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints,
             ahead = mid[:3, 3] + mid[:3, 2] * rng.uniform(*distance) + mid[:3, 0] * rng.uniform(-1.5, 1.5)
             start = ahead[[0, 2]]
             ang = rng.uniform(0, 2 * np.pi)
-            end = start + rng.uniform(0.6, 2.2) * np.array([np.cos(ang), np.sin(ang)])
+            end = start + rng.uniform(*travel) * np.array([np.cos(ang), np.sin(ang)])
             normal = np.array([-np.sin(ang), np.cos(ang)])
             path = start + s[:, None] * (end - start) + rng.uniform(-0.3, 0.3) * np.sin(2 * np.pi * s)[:, None] * normal
             lim = half - radius - 0.05
@@ -244,9 +244,11 @@ def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints,
 
 
 def random_scene(rng: np.random.Generator, frames: int, height: int, width: int, dynamic: bool,
-                 transient_distance: tuple[float, float] = (0.6, 1.5)) -> SceneSpec:
+                 transient_distance: tuple[float, float] = (0.6, 1.5),
+                 transient_travel: tuple[float, float] = (1.5, 4.0)) -> SceneSpec:
     """Draw one scene: room, 2-5 static objects, camera path, intrinsics and (if ``dynamic``) 1-3 transients whose
-    paths start ``transient_distance`` metres (min, max) ahead of the middle frame's camera."""
+    paths start ``transient_distance`` metres (min, max) ahead of the middle frame's camera and cover
+    ``transient_travel`` metres (min, max; straight-line distance start to end) over the clip."""
     size = np.array([rng.uniform(4.0, 7.0), rng.uniform(2.6, 3.2), rng.uniform(5.0, 9.0)])
     half_xz = size[[0, 2]] / 2
     wall_names = tuple(n for n in ALL_NAMES if n not in ("text", "page"))
@@ -266,5 +268,5 @@ def random_scene(rng: np.random.Generator, frames: int, height: int, width: int,
     light = Light(light_dir / np.linalg.norm(light_dir),
                   np.array([rng.uniform(-0.5, 0.5) * half_xz[0], size[1] - 0.3, rng.uniform(-0.5, 0.5) * half_xz[1]]))
     transients = (_transients(rng, half_xz, c2w, fxfycxcy, height, width, int(rng.integers(1, 4)), footprints,
-                              tuple(transient_distance)) if dynamic else [])
+                              tuple(transient_distance), tuple(transient_travel)) if dynamic else [])
     return SceneSpec(room, statics, light, c2w, fxfycxcy, height, width, kind, transients)
