@@ -53,7 +53,7 @@ class SynthParams:
     res: int = 64
     seed: int = 0
     coco_images: int = 24
-    # Metres ahead of the camera where a transient's path starts. 0.6-1.5 m: people walking close to the camera, 14 %
+    # Metres ahead of the camera where a transient's path starts. 0.6-1.5 m: people walking close to the camera, 11-14 %
     # of the context pixels on average (0-33 % per scene); at 1.5-4 m (before v0.6) 7.5 %, too little to cost a good
     # static model more than 0.3 dB (benchmarks/RESULTS.md, v0.6: "The dynamic split now makes transients matter").
     transient_distance: tuple[float, float] = (0.6, 1.5)
