@@ -106,3 +106,71 @@ def test_nonfinite_steps_are_skipped_counted_and_stop_cleanly(tmp_path):
     last = latest_checkpoint(tmp_path / "diverge")
     w, _ = read_weights(last)
     assert all(torch.isfinite(v).all() for v in w.values())
+
+
+def test_weight_ema_follows_the_warmed_up_recurrence_and_swaps_back():
+    from wildrayzer.train.ema import WeightEMA
+
+    net = torch.nn.Linear(3, 2)
+    net.bias.requires_grad_(False)  # frozen: not averaged
+    ema = WeightEMA(net, decay=0.9)
+    assert set(ema.shadow) == {"weight"}
+    expected = net.weight.detach().clone()
+    for n, value in enumerate((1.0, -2.0, 4.0, 0.5)):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * value
+        ema.update(net)
+        assert torch.allclose(ema.shadow["weight"], expected)
+    with pytest.raises(Killed):
+        with ema.swapped_in(net) as raw:
+            assert torch.equal(net.weight, ema.shadow["weight"]) and torch.all(raw["weight"] == 0.5)
+            raise Killed
+    assert torch.all(net.weight == 0.5)  # raw weights back, also after an exception
+
+
+def test_ema_checkpoints_hold_the_average_and_a_killed_run_resumes_exactly(tmp_path):
+    from wildrayzer.train.checkpoint import load_training_state
+
+    extra = ["training.max_steps=5", "training.checkpoint_every=2", "training.ema_decay=0.5"]
+    full = train(cfg_for(tmp_path, "full", *extra), dataset=RandomViews())
+
+    def kill_at_3(step, loss):
+        if step == 3:
+            raise Killed
+        return loss
+
+    with pytest.raises(Killed):
+        train(cfg_for(tmp_path, "killed", *extra), dataset=RandomViews(), fault_hook=kill_at_3)
+    resumed = train(cfg_for(tmp_path, "killed", *extra), dataset=RandomViews())
+    a, _ = read_weights(full["checkpoint"])
+    b, _ = read_weights(resumed["checkpoint"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    raw_a = load_training_state(full["checkpoint"])["ema"]["raw"]
+    raw_b = load_training_state(resumed["checkpoint"])["ema"]["raw"]
+    assert raw_a.keys() == raw_b.keys() and all(torch.equal(raw_a[k], raw_b[k]) for k in raw_a)
+    assert not all(torch.equal(a[k], raw_a[k]) for k in raw_a)  # the weights file is the average, not the raw weights
+    plain = train(cfg_for(tmp_path, "plain", "training.max_steps=5"), dataset=RandomViews())
+    c, _ = read_weights(plain["checkpoint"])
+    assert all(torch.equal(raw_a[k], c[k]) for k in raw_a)  # averaging does not change what the optimizer does
+    # a run that averaged resumes from its raw weights even with the average turned off
+    cont = train(cfg_for(tmp_path, "full", "training.max_steps=6"), dataset=RandomViews())
+    ref = train(cfg_for(tmp_path, "plain", "training.max_steps=6"), dataset=RandomViews())
+    d, _ = read_weights(cont["checkpoint"])
+    e, _ = read_weights(ref["checkpoint"])
+    assert all(torch.equal(d[k], e[k]) for k in d)
+
+
+@pytest.mark.parametrize("entry", [{"updates": 2, "raw": {"no.such.weight": torch.zeros(1)}}, {"updates": -1, "raw": {}},
+                                   [1, 2]])
+def test_a_malformed_ema_entry_is_one_checkpoint_error(tmp_path, entry):
+    from wildrayzer.errors import CheckpointError
+
+    run = train(cfg_for(tmp_path, "r", "training.max_steps=2", "training.ema_decay=0.9"), dataset=RandomViews())
+    state_path = run["checkpoint"].with_name(run["checkpoint"].name.replace(".safetensors", ".state.pt"))
+    state = torch.load(state_path, weights_only=True)
+    state["ema"] = entry
+    torch.save(state, state_path)
+    with pytest.raises(CheckpointError, match="'ema' entry"):
+        train(cfg_for(tmp_path, "r", "training.max_steps=3", "training.ema_decay=0.9"), dataset=RandomViews())

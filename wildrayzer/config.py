@@ -101,6 +101,9 @@ class TrainingConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0
+    # > 0: checkpoints hold an exponential moving average of the weights with this decay (e.g. 0.999), the state the
+    # raw ones (wildrayzer/train/ema.py); 0: off
+    ema_decay: float = 0.0
     perceptual_weight: float = 0.2
     perceptual_weights_path: str = ""  # torchvision-format VGG-19 state dict; "" disables the perceptual term
     mask_distill_loss_weight: float = 1.0
@@ -401,6 +404,7 @@ _RANGES = {
     "training.max_steps": (1, 10 ** 9), "training.lr": (1e-12, 10.0), "training.lr_warmup": (0, 10 ** 9),
     "training.min_lr_ratio": (0.0, 1.0), "training.weight_decay": (0.0, 10.0), "training.beta1": (0.0, 0.999999),
     "training.beta2": (0.0, 0.999999999), "training.grad_clip": (0.0, 1e6), "training.perceptual_weight": (0.0, 1e3),
+    "training.ema_decay": (0.0, 0.999999),
     "training.mask_distill_loss_weight": (0.0, 1e3), "training.mask_pos_weight": (1e-6, 1e6),
     "training.psnr_filter_threshold": (-1e3, 1e3), "training.checkpoint_every": (1, 10 ** 9),
     "training.keep_last_n": (0, 10 ** 6), "training.log_every": (1, 10 ** 9),

@@ -19,6 +19,7 @@ from ..errors import CheckpointError, ConfigError, UserError
 from ..fileio import atomic_write_bytes, check_name
 from ..weights import check_arch, latest_checkpoint, load_state_strict, read_weights, stored_config
 from .checkpoint import load_training_state, save_checkpoint
+from .ema import WeightEMA, ema_entry, restore_raw_weights
 from .logging import RunLogger
 from .optim import build_optimizer, build_scheduler
 from .rng import capture_rng, restore_rng, seed_everything
@@ -160,6 +161,13 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
 
     names = apply_trainable(model, t.stage, t.freeze_parts)
     model.to(device).train()
+    ema = WeightEMA(model, t.ema_decay) if t.ema_decay > 0 else None
+    if resume_state is not None:  # the weights file holds the EMA weights of a run that averages; the state its raw
+        entry = resume_state.get("ema")
+        if ema is not None:
+            ema.resume(model, entry, f"resume checkpoint {latest}")
+        elif entry is not None:
+            restore_raw_weights(model, entry, f"resume checkpoint {latest}")
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"stage {t.stage}: training {', '.join(names)} ({n_train / 1e6:.2f}M params) on {info.world_size} x "
         f"{device.type}; run dir {run_dir}")
@@ -223,6 +231,8 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
                         f"last good checkpoint: {last_ckpt or 'none'}. Lower training.lr or check the data")
             else:
                 optimizer.step()
+                if ema is not None:
+                    ema.update(model)
                 consecutive = 0
                 good_steps += 1
             optimizer.zero_grad(set_to_none=True)
@@ -263,8 +273,11 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
                     train_state = {"step": step, "optimizer": optimizer.state_dict(),
                                    "scheduler": scheduler.state_dict(), "rng": rngs, "sampler": loader.state_dict(),
                                    "nonfinite_total": nonfinite_total, "world_size": info.world_size}
-                    try:
-                        save_checkpoint(run_dir, step, model, cfg, train_state, t.keep_last_n, semantic_dim)
+                    try:  # with EMA the weights file gets the averaged weights, the state the raw ones
+                        with (ema.swapped_in(model) if ema is not None else nullcontext()) as raw:
+                            if ema is not None:
+                                train_state["ema"] = ema_entry(raw, ema.updates)
+                            save_checkpoint(run_dir, step, model, cfg, train_state, t.keep_last_n, semantic_dim)
                     except OSError as e:  # disk full, quota, I/O error: LATEST still names the previous checkpoint
                         write_error = e.strerror or str(e)
                 if any_true(write_error is not None, info):  # every rank stops together (no rank left in a barrier)
