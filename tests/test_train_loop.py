@@ -60,10 +60,11 @@ def test_two_step_stage1_on_embedded_data_via_cli(tmp_path, repo):
                      f"data.root={tmp_path / 'synth/re10k_processed_v2'}", "logging.progress=false"]) == 2
 
 
-def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
-    extra = ["training.max_steps=5", "training.checkpoint_every=2", "training.grad_accum_steps=2"]
+def full_and_resumed_runs(tmp_path, extra: list[str]) -> tuple[dict, dict]:
+    """Run "full" to training.max_steps=5 uninterrupted, and "killed" killed at step 3 (checkpoints every 2) then
+    resumed to the end."""
+    extra = ["training.max_steps=5", "training.checkpoint_every=2", *extra]
     full = train(cfg_for(tmp_path, "full", *extra), dataset=RandomViews())
-    assert full["step"] == 5
 
     def kill_at_3(step, loss):
         if step == 3:
@@ -73,8 +74,12 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
     with pytest.raises(Killed):
         train(cfg_for(tmp_path, "killed", *extra), dataset=RandomViews(), fault_hook=kill_at_3)
     assert latest_checkpoint(tmp_path / "killed").name == "ckpt_00000002.safetensors"
-    resumed = train(cfg_for(tmp_path, "killed", *extra), dataset=RandomViews())
-    assert resumed["step"] == 5
+    return full, train(cfg_for(tmp_path, "killed", *extra), dataset=RandomViews())
+
+
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
+    full, resumed = full_and_resumed_runs(tmp_path, ["training.grad_accum_steps=2"])
+    assert full["step"] == 5 and resumed["step"] == 5
     a, _ = read_weights(full["checkpoint"])
     b, _ = read_weights(resumed["checkpoint"])
     assert a.keys() == b.keys()
@@ -133,17 +138,7 @@ def test_weight_ema_follows_the_warmed_up_recurrence_and_swaps_back():
 def test_ema_checkpoints_hold_the_average_and_a_killed_run_resumes_exactly(tmp_path):
     from wildrayzer.train.checkpoint import load_training_state
 
-    extra = ["training.max_steps=5", "training.checkpoint_every=2", "training.ema_decay=0.5"]
-    full = train(cfg_for(tmp_path, "full", *extra), dataset=RandomViews())
-
-    def kill_at_3(step, loss):
-        if step == 3:
-            raise Killed
-        return loss
-
-    with pytest.raises(Killed):
-        train(cfg_for(tmp_path, "killed", *extra), dataset=RandomViews(), fault_hook=kill_at_3)
-    resumed = train(cfg_for(tmp_path, "killed", *extra), dataset=RandomViews())
+    full, resumed = full_and_resumed_runs(tmp_path, ["training.ema_decay=0.5"])
     a, _ = read_weights(full["checkpoint"])
     b, _ = read_weights(resumed["checkpoint"])
     assert all(torch.equal(a[k], b[k]) for k in a)

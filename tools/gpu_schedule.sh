@@ -7,7 +7,9 @@
 # Stage 1 is where a GPU pays (benchmarks/RESULTS.md "v0.6"): d=192, 4+4+4 layers, 128 latents, batch 32, lr 7e-4
 # on SCENES generated static scenes; stages 2 and 3 keep the tiny CPU settings. Resumable: re-running continues each
 # stage from its last checkpoint and skips finished ones. PY=python3 by default (a checkout on PYTHONPATH is enough:
-# `python3 -m wildrayzer`); DEVICE=cpu runs the same recipe on the CPU (slowly).
+# `python3 -m wildrayzer`); DEVICE=cpu runs the same recipe on the CPU (slowly). EMA=0.999 makes stage 1's
+# checkpoints an exponential moving average of its weights (training.ema_decay; default 0 = off, not yet measured
+# on stage 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -16,6 +18,7 @@ SCENES=${SCENES:-1536}
 S1=${S1:-6000}
 S2=${S2:-300}
 S3=${S3:-600}
+EMA=${EMA:-0}
 OUT_DIR=${OUT_DIR:-experiments/gpu_schedule}
 EXPORT=${1:-checkpoints/wildrayzer_tiny_2view}
 WORKERS=${DATA_WORKERS:-8}
@@ -30,5 +33,5 @@ fi
 $PY -m wildrayzer schedule --out "$OUT_DIR" --train-scenes "$SCENES" --steps "$S1" "$S2" "$S3" --export "$EXPORT" \
   --stage-override 1 training.batch_size=32 --stage-override 1 training.lr=7.0e-4 \
   --stage-override 1 training.lr_warmup=300 --stage-override 1 data.num_workers="$WORKERS" \
-  --stage-override 1 training.checkpoint_every=1000 \
+  --stage-override 1 training.checkpoint_every=1000 --stage-override 1 training.ema_decay="$EMA" \
   $ARCH training.device="$DEVICE" logging.progress=false logging.tensorboard=false
