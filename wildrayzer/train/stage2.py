@@ -3,7 +3,8 @@
 Per batch: the frozen model renders the targets (static scene from the context views, no token masking); the
 pseudo-mask constructor compares renders and photos (semantic + SSIM dissimilarity, co-segmentation, GrabCut) and
 the estimator, run over all views, is supervised by BCE on the targets, skipping targets whose static render is too
-poor to trust (``training.psnr_filter_threshold``). Copy-paste masks (when ``copy_paste.enabled``) join the labels.
+poor to trust (``training.psnr_filter_threshold``). Copy-paste masks (when ``copy_paste.enabled``) join the targets'
+labels; context views are not supervised (see :meth:`MotionStageBase.labels`).
 Ground-truth masks in the batch are never read: the method is self-supervised.
 """
 
@@ -95,8 +96,10 @@ class MotionStageBase:
     def labels(self, static_renders: Tensor | None, batch: dict, cfg,
                feats: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """-> mask labels (B, V, 1, H, W) and validity (B, V) for every view. Targets get pseudo-masks (when on)
-        united with their paste masks; context views are labelled only where something was pasted on them (a
-        context view's own transients cannot be pseudo-labelled: its render reproduces them)."""
+        united with their paste masks, supervised when reliable or pasted. With pseudo-labels on, context views are
+        not supervised: their own transients cannot be pseudo-labelled (the render reproduces them), so a paste mask
+        is not their whole motion and would teach those transients as static (measured: benchmarks/RESULTS.md v0.7).
+        With copy-paste alone (meant for static scenes, where the paste mask is the whole motion) every view counts."""
         from ..pseudolabel.constructor import pseudo_masks_for_batch
 
         images = batch["images"]
@@ -114,7 +117,7 @@ class MotionStageBase:
             labels = torch.maximum(labels, paste.to(labels))
             pasted = paste.flatten(2).amax(-1) > 0  # (B, V)
             if cfg.model.use_dinov3_pseudolabel:
-                valid = valid | pasted.to(valid.device)
+                valid[:, vc:] = valid[:, vc:] | pasted[:, vc:].to(valid.device)
             else:  # copy-paste is the only supervision: every view with a known paste mask is labelled
                 valid = torch.ones_like(valid)
         return labels, valid
