@@ -37,7 +37,7 @@ def test_per_stage_overrides_apply_to_their_stage_only(captured, tmp_path):
     s1, s2, s3 = captured[1].training, captured[2].training, captured[3].training
     assert (s1.batch_size, s1.lr_warmup, s1.max_steps) == (8, 150, 5000)
     assert s2.batch_size == 4 and s3.batch_size == 4 and s2.lr_warmup == 50  # the tiny configs' own values
-    assert s3.lr == pytest.approx(1e-4) and s2.lr == pytest.approx(5e-4)
+    assert s3.lr == pytest.approx(1e-4) and s2.lr == pytest.approx(2e-3)
     assert s1.seed == s2.seed == s3.seed == 7  # shared overrides reach every stage
     assert captured[1].data.root == "data/synthetic_192/re10k_processed_v2"
     assert s3.init_from == str(tmp_path / "stage2")
