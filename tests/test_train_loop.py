@@ -157,8 +157,8 @@ def test_ema_checkpoints_hold_the_average_and_a_killed_run_resumes_exactly(tmp_p
     assert all(torch.equal(d[k], e[k]) for k in d)
 
 
-@pytest.mark.parametrize("entry", [{"updates": 2, "raw": {"no.such.weight": torch.zeros(1)}}, {"updates": -1, "raw": {}},
-                                   [1, 2]])
+@pytest.mark.parametrize("entry", [{"updates": 2, "raw": {"no.such.weight": torch.zeros(1)}},
+                                   {"updates": -1, "raw": {}}, [1, 2]])
 def test_a_malformed_ema_entry_is_one_checkpoint_error(tmp_path, entry):
     from wildrayzer.errors import CheckpointError
 

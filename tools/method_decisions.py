@@ -317,7 +317,8 @@ DECISIONS: list[Flip] = [
          "a pasted object's pixels are labelled moving (paste mask U pseudo-mask)",
          "copy-paste is the exactly known part of the supervision"),
     Flip("pasted-views-valid", PASTE, "wildrayzer/train/stage2.py",
-         "valid[:, vc:] = valid[:, vc:] | pasted[:, vc:].to(valid.device)", "valid[:, vc:] = valid[:, vc:]", (L + "test_labels_join_paste_masks_and_only_reliable_or_pasted_views_are_supervised",),
+         "valid[:, vc:] = valid[:, vc:] | pasted[:, vc:].to(valid.device)", "valid[:, vc:] = valid[:, vc:]",
+         (L + "test_labels_join_paste_masks_and_only_reliable_or_pasted_views_are_supervised",),
          "a target with a pasted object is supervised even if its pseudo-mask is unreliable",
          "the paste mask is exact whatever the static render's quality"),
     # ------------------------------------------------------------------ pseudo-labels

@@ -188,8 +188,8 @@ def _in_view(c2w: np.ndarray, fxfycxcy: np.ndarray, height: int, width: int, poi
     return (cam[:, 2] > 0.5) & (u > 0.1 * width) & (u < 0.9 * width) & (v > 0) & (v < height)
 
 
-def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints,
-                distance: tuple[float, float] = (0.6, 1.5), travel: tuple[float, float] = (1.5, 4.0)) -> list[Transient]:
+def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints, distance: tuple[float, float] = (0.6, 1.5),
+                travel: tuple[float, float] = (1.5, 4.0)) -> list[Transient]:
     frames = len(c2w)
     cams_xz = c2w[:, [0, 2], 3]
     s = np.linspace(0.0, 1.0, frames)
