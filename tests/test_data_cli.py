@@ -124,3 +124,15 @@ def test_reimport_replaces_whole_scene_or_nothing(tmp_path, capsys):
     assert frames == ["00000.png", "00001.png", "00002.png"]
     assert len(json.loads((out / "test" / "metadata" / "room.json").read_text())["frames"]) == 3
     assert json.loads((out / "test" / "view_idx.json").read_text())["room"]["context"] == [0, 2]
+
+
+def test_synth_cli_defaults_are_the_generators():
+    """`wildrayzer data synth` without transient flags writes the default set (ensure_default_data's parameters)."""
+    from wildrayzer.data.cli import _parser
+    from wildrayzer.data.synthetic import SynthParams
+
+    args = _parser().parse_args(["synth"])
+    assert tuple(args.transient_distance) == SynthParams.transient_distance
+    assert tuple(args.transient_travel) == SynthParams.transient_travel
+    assert (args.frames, args.res, args.seed, args.coco_images) == (SynthParams.frames, SynthParams.res,
+                                                                      SynthParams.seed, SynthParams.coco_images)

@@ -21,6 +21,10 @@ TRANSIENT_TEXTURES = ("astronaut", "chelsea", "coffee", "rocket", "colorwheel", 
 
 
 SPRITE_SHAPES = ("horse", "figure")
+# Default transient paths in metres (min, max): start ahead of the middle camera, and start-to-end length over the
+# clip. Why these values: the fields of the same names in data/synthetic.py SynthParams.
+TRANSIENT_DISTANCE = (0.6, 1.5)
+TRANSIENT_TRAVEL = (1.5, 4.0)
 
 
 @cache
@@ -188,8 +192,8 @@ def _in_view(c2w: np.ndarray, fxfycxcy: np.ndarray, height: int, width: int, poi
     return (cam[:, 2] > 0.5) & (u > 0.1 * width) & (u < 0.9 * width) & (v > 0) & (v < height)
 
 
-def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints, distance: tuple[float, float] = (0.6, 1.5),
-                travel: tuple[float, float] = (1.5, 4.0)) -> list[Transient]:
+def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints, distance: tuple[float, float],
+                travel: tuple[float, float]) -> list[Transient]:
     frames = len(c2w)
     cams_xz = c2w[:, [0, 2], 3]
     s = np.linspace(0.0, 1.0, frames)
@@ -244,8 +248,8 @@ def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints, dist
 
 
 def random_scene(rng: np.random.Generator, frames: int, height: int, width: int, dynamic: bool,
-                 transient_distance: tuple[float, float] = (0.6, 1.5),
-                 transient_travel: tuple[float, float] = (1.5, 4.0)) -> SceneSpec:
+                 transient_distance: tuple[float, float] = TRANSIENT_DISTANCE,
+                 transient_travel: tuple[float, float] = TRANSIENT_TRAVEL) -> SceneSpec:
     """Draw one scene: room, 2-5 static objects, camera path, intrinsics and (if ``dynamic``) 1-3 transients whose
     paths start ``transient_distance`` metres (min, max) ahead of the middle frame's camera and cover
     ``transient_travel`` metres (min, max; straight-line distance start to end) over the clip."""

@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .raycast import camera_rays, cast, shade
-from .scenes import SceneSpec, random_scene
+from .scenes import TRANSIENT_DISTANCE, TRANSIENT_TRAVEL, SceneSpec, random_scene
 
 FORMAT_VERSION = 1
 MARKER = ".complete"
@@ -56,12 +56,12 @@ class SynthParams:
     # Metres ahead of the camera where a transient's path starts. 0.6-1.5 m: people walking close to the camera, 11-14 %
     # of the context pixels on average (0-33 % per scene); at 1.5-4 m (before v0.6) 7.5 %, too little to cost a good
     # static model more than 0.3 dB (benchmarks/RESULTS.md, v0.6: "The dynamic split now makes transients matter").
-    transient_distance: tuple[float, float] = (0.6, 1.5)
+    transient_distance: tuple[float, float] = TRANSIENT_DISTANCE
     # Metres a transient's path covers over the clip (start to end). 1.5-4 m: people walk faster than the camera
     # (which covers 1-4 m); at 0.6-2.2 m (before v0.7) a transient overlapped its own position in the context views,
     # so a static render reproduced it and render-residual pseudo-labels missed it (IoU 0.21 vs 0.36 now with the v0.6
     # stage 1; benchmarks/RESULTS.md, v0.7).
-    transient_travel: tuple[float, float] = (1.5, 4.0)
+    transient_travel: tuple[float, float] = TRANSIENT_TRAVEL
 
 
 def render_frame(spec: SceneSpec, frame: int, with_transients: bool = True) -> dict[str, np.ndarray]:
