@@ -235,6 +235,31 @@ def test_stage2_pseudo_labels_come_from_unmasked_renders_of_the_unpasted_context
     torch.testing.assert_close(out["motion_logits"], want["motion_logits"])
 
 
+@pytest.mark.parametrize("stage", [2, 3])
+@pytest.mark.parametrize("paste", [False, True])
+def test_second_labelling_round_masks_the_labellers_moving_context_tokens(recorded, stage, paste):
+    """pseudolabel.mask_context: the static render behind the labels masks the context tokens the labeller's own
+    motion head flags (stage 2: the model in training; stage 3: the frozen static model), still from the un-pasted
+    context; stage 2's head in training still sees the pasted views without token masking."""
+    cfg = load_config(None, TINY + [f"training.stage={stage}", "pseudolabel.mask_context=true"])
+    model, static, sem = flagging(0), flagging(1), StubSemantic()
+    st = get_stage(stage)
+    st.semantic, st.paster = sem, fake_paster if paste else None
+    labeller = model
+    if stage == 3:
+        st.static_model = labeller = static
+    x = torch.rand(1, 5, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    out = st.forward(model, {"images": x}, cfg)
+    (renders,) = recorded
+    with torch.no_grad():
+        want = labeller(x, 2, semantic_feats=st.features(x[:, :2]), apply_mae=True)
+    assert want["token_mask"].all()  # the flagging head masks every context token
+    torch.testing.assert_close(renders, want["renders"])
+    assert not torch.allclose(renders, _static_render(labeller, x, st), atol=1e-4)
+    if stage == 2:
+        assert out["token_mask"] is None
+
+
 def test_labels_join_paste_masks_and_only_reliable_or_pasted_views_are_supervised(monkeypatch):
     """Targets get pseudo-masks U paste masks, valid when reliable or pasted; context views (whose own transients a
     render reproduces) are not supervised, pasted or not; with copy-paste alone every view counts."""

@@ -15,7 +15,7 @@ from skimage.metrics import structural_similarity
 from tiny_run import MICRO_MODEL
 
 from wildrayzer.config import load_config
-from wildrayzer.errors import CheckpointError
+from wildrayzer.errors import CheckpointError, ConfigError
 from wildrayzer.image_ops import psnr
 from wildrayzer.infer.metrics import mask_iou_pooled, mask_scores, psnr_static, ssim_full
 from wildrayzer.model import WildRayZerModel
@@ -87,6 +87,21 @@ def test_stage3_static_model_is_frozen_and_comes_from_the_stage1_checkpoint_firs
     want = load_model_checkpoint(paths["stage1"]).model.state_dict()
     assert all(torch.equal(v, want[k]) for k, v in st.static_model.state_dict().items())
     assert not any(p.requires_grad for p in st.static_model.parameters())
+
+
+def test_second_labelling_round_needs_a_static_model_with_a_motion_head(tmp_path):
+    """pseudolabel.mask_context masks the labeller's context tokens with its own motion masks: a stage-1 checkpoint,
+    which has no motion head, is refused at setup with a message naming the key."""
+    base = TINY + ["semantic.backbone=efficientnet_lite0", "semantic.feature_size=4", "copy_paste.enabled=false",
+                   "training.perceptual_weight=0"]
+    stage1 = load_config(None, base + ["model.use_motion_mask=false"])
+    path = save_pretrained(WildRayZerModel(stage1.model), stage1, tmp_path / "stage1")
+    cfg = load_config(None, base + ["model.use_dinov3_pseudolabel=true", "training.stage=3",
+                                    "pseudolabel.mask_context=true", f"pseudolabel.stage1_checkpoint={path}"])
+    with pytest.raises(ConfigError, match="pseudolabel.mask_context=true needs a static model with a motion head"):
+        get_stage(3).setup(cfg, torch.device("cpu"), lambda _m: None)
+    cfg.pseudolabel.mask_context = False
+    get_stage(3).setup(cfg, torch.device("cpu"), lambda _m: None)
 
 
 def test_semantic_backbone_stays_frozen_in_eval_mode():

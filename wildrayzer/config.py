@@ -150,6 +150,9 @@ class PseudoLabelConfig:
     # Scenes of a batch labelled in parallel threads (OpenCV and torch release the GIL): 0 = min(batch, CPU cores).
     workers: int = 0
     stage1_checkpoint: str = ""  # frozen static model used to render targets
+    # The labeller's static render masks the context tokens its own motion head flags (MAE, as at inference): a
+    # second labelling round, for a labeller whose renderer was trained with token masking (a stage-3 run).
+    mask_context: bool = False
 
 
 @dataclass

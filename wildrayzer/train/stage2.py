@@ -132,16 +132,17 @@ class Stage2MotionMask(MotionStageBase):
 
     def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
         vc, original, cams, images, paste, feats = self.inputs(batch, cfg)
+        masked = bool(cfg.pseudolabel.mask_context)
         out = model(images, vc, semantic_feats=feats, motion_all_views=True, apply_mae=False,
-                    render_targets=paste is None, cameras=cams)
+                    render_targets=paste is None and not masked, cameras=cams)
         static_renders = None
         if cfg.model.use_dinov3_pseudolabel:
-            if paste is None:
+            if paste is None and not masked:
                 static_renders = out["renders"].detach()
             else:  # render from the un-pasted context, so pasted objects leave no ghosts in the targets
                 with torch.no_grad():
                     static_renders = model(original, vc, semantic_feats=self.features(original[:, :vc]),
-                                           apply_mae=False, cameras=cams)[
+                                           apply_mae=masked, cameras=cams)[
                         "renders"]
         labelled = dict(batch, images=images, paste_masks=paste) if paste is not None else batch
         out["mask_labels"], out["mask_valid"] = self.labels(static_renders, labelled, cfg, feats)

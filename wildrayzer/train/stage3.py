@@ -2,7 +2,8 @@
 
 Per batch: COCO cut-outs are pasted onto the views (``copy_paste.enabled``; exact paste masks); a frozen copy of the
 static model (``pseudolabel.stage1_checkpoint``, else ``training.init_from`` — stage 2 leaves the stage-1 camera,
-scene and renderer untouched) renders the targets from the un-pasted context views for the pseudo-masks; the model
+scene and renderer untouched) renders the targets from the un-pasted context views for the pseudo-masks (masking the
+context tokens its motion head flags when ``pseudolabel.mask_context``: a second labelling round); the model
 masks dynamic context tokens with the noise token (MAE, from its own predicted masks, as at inference), renders the
 targets and is trained with the rendering loss masked by (pseudo-mask U paste mask) plus the mask BCE.
 """
@@ -39,8 +40,13 @@ class Stage3JointCopyPaste(MotionStageBase):
                 raise ConfigError("stage 3 pseudo-labels need a frozen static model: set pseudolabel.stage1_checkpoint "
                                   "or training.init_from (the stage-2 run)")
             loaded = load_model_checkpoint(src)
+            if cfg.pseudolabel.mask_context and loaded.model.motion is None:
+                raise ConfigError(f"pseudolabel.mask_context=true needs a static model with a motion head; "
+                                  f"{loaded.path} has none (point pseudolabel.stage1_checkpoint at a stage-2 or "
+                                  "stage-3 run)")
             self.static_model = loaded.model.to(device).eval().requires_grad_(False)
-            log(f"stage 3: pseudo-labels rendered by the frozen static model {loaded.path}")
+            log(f"stage 3: pseudo-labels rendered by the frozen static model {loaded.path}"
+                + (", its moving context tokens masked" if cfg.pseudolabel.mask_context else ""))
 
     def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
         vc, original, cams, images, paste, feats = self.inputs(batch, cfg)
@@ -48,7 +54,7 @@ class Stage3JointCopyPaste(MotionStageBase):
         if self.static_model is not None:
             with torch.no_grad():
                 static_renders = self.static_model(original, vc, semantic_feats=self.features(original[:, :vc]),
-                                                   apply_mae=False, cameras=cams)["renders"]
+                                                   apply_mae=cfg.pseudolabel.mask_context, cameras=cams)["renders"]
         labelled = dict(batch, images=images, paste_masks=paste) if paste is not None else batch
         out = model(images, vc, semantic_feats=feats, motion_all_views=True, cameras=cams)
         labels, valid = self.labels(static_renders, labelled, cfg, feats)
