@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--posed-steps", type=int, default=0,
                    help="also train (or with --skip-train: evaluate) a posed stage 1 (model.cameras=given) for the "
                         "first view count, with the stage-1 settings and this many steps (0: no posed row)")
+    p.add_argument("--label-rounds", type=int, default=1,
+                   help="labelling rounds of stages 2-3 (wildrayzer schedule --label-rounds); the last is evaluated")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every stage")
     args = p.parse_args(argv)
 
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         DEFAULT_STEPS,
         RUN_NAMES,
         ensure_training_data,
+        run_name,
         run_schedule,
         view_overrides,
     )
@@ -131,10 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         vdir = out / f"views{views}"
         t0 = time.time()
         if args.skip_train:
-            dirs = {s: vdir / RUN_NAMES[s] for s in (1, 2, 3)}
+            dirs = {1: vdir / RUN_NAMES[1], 3: vdir / run_name(3, args.label_rounds)}
         else:
             dirs = run_schedule(vdir, steps, view_overrides(views) + args.overrides, data_root=data_root,
-                                log=lambda m: print(m, file=sys.stderr, flush=True))
+                                log=lambda m: print(m, file=sys.stderr, flush=True), label_rounds=args.label_rounds)
+        # The stage-2 rows are stage 1 plus a mask head, as they say: the first round's stage 2 (a later round's
+        # starts from a stage 3). The full-model row is the last round's stage 3.
+        dirs[2] = vdir / RUN_NAMES[2]
         posed = None
         if args.posed_steps and views == args.views[0]:
             posed = vdir / "posed" / RUN_NAMES[1]
@@ -146,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             rows += evaluate_rows(dirs, views, args.max_scenes, full_only=views != args.views[0], posed=posed)
     training = {"steps": steps, "posed_steps": args.posed_steps or None, "train_scenes": args.train_scenes or None,
-                "overrides": args.overrides,
+                "label_rounds": args.label_rounds, "overrides": args.overrides,
                 "train_seconds": timings}
     if args.skip_train:  # nothing was trained here: the runs' own configs say how they were
         training = dict.fromkeys(training)

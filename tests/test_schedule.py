@@ -20,6 +20,7 @@ def captured(monkeypatch):
 
     def fake_train(cfg):
         cfgs[int(cfg.training.stage)] = cfg
+        cfgs.setdefault("order", []).append(cfg)
         run = Path(cfg.training.output_dir) / cfg.training.run_name
         return {"run_dir": str(run), "step": cfg.training.max_steps, "checkpoint": str(run / "ckpt")}
 
@@ -33,7 +34,7 @@ def test_per_stage_overrides_apply_to_their_stage_only(captured, tmp_path):
     rc = schedule.main(["--out", str(tmp_path), "--steps", "5000", "300", "300", "--train-scenes", "192",
                         "--stage-override", "1", "training.batch_size=8", "--stage-override", "1",
                         "training.lr_warmup=150", "--stage-override", "3", "training.lr=1e-4", "training.seed=7"])
-    assert rc == 0 and sorted(captured) == [1, 2, 3]
+    assert rc == 0 and sorted(k for k in captured if k != "order") == [1, 2, 3]
     s1, s2, s3 = captured[1].training, captured[2].training, captured[3].training
     assert (s1.batch_size, s1.lr_warmup, s1.max_steps) == (8, 150, 5000)
     assert s2.batch_size == 4 and s3.batch_size == 4 and s2.lr_warmup == 50  # the tiny configs' own values
@@ -49,3 +50,21 @@ def test_bad_stage_override_is_exit_2(captured, tmp_path, bad, capsys):
     assert cli_main(["schedule", "--out", str(tmp_path), *bad]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and ("stage" in err[0] or "no_such_key" in err[0])
+
+
+def test_label_rounds_repeat_stages_2_and_3_from_the_previous_stage_3_with_masked_labels(captured, tmp_path):
+    assert schedule.main(["--out", str(tmp_path), "--label-rounds", "3"]) == 0
+    got = [(int(c.training.stage), c.training.run_name, c.training.init_from, c.pseudolabel.mask_context)
+           for c in captured["order"]]
+    run = {name: str(tmp_path / name) for name in ("stage1", "stage2", "stage3", "stage2_round2", "stage3_round2")}
+    assert got == [(1, "stage1", "", False), (2, "stage2", run["stage1"], False), (3, "stage3", run["stage2"], False),
+                   (2, "stage2_round2", run["stage3"], True), (3, "stage3_round2", run["stage2_round2"], True),
+                   (2, "stage2_round3", run["stage3_round2"], True),
+                   (3, "stage3_round3", str(tmp_path / "stage2_round3"), True)]
+
+
+@pytest.mark.parametrize("bad", [["--label-rounds", "0"], ["--label-rounds", "-1"]])
+def test_bad_label_rounds_is_exit_2(captured, tmp_path, bad, capsys):
+    assert cli_main(["schedule", "--out", str(tmp_path), *bad]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--label-rounds" in err[0] and "order" not in captured

@@ -9,7 +9,8 @@
 # stage from its last checkpoint and skips finished ones. PY=python3 by default (a checkout on PYTHONPATH is enough:
 # `python3 -m wildrayzer`); DEVICE=cpu runs the same recipe on the CPU (slowly). EMA=0.999 makes stage 1's
 # checkpoints an exponential moving average of its weights (training.ema_decay; default 0 = off, not yet measured
-# on stage 1).
+# on stage 1). ROUNDS=2 (the default, as shipped since v0.8) repeats stages 2-3 once with masked labeller renders
+# (`wildrayzer schedule --label-rounds`; ROUNDS=1: v0.7's schedule); stage 3 averages its weights (decay 0.99).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -19,6 +20,7 @@ S1=${S1:-6000}
 S2=${S2:-300}
 S3=${S3:-600}
 EMA=${EMA:-0}
+ROUNDS=${ROUNDS:-2}
 OUT_DIR=${OUT_DIR:-experiments/gpu_schedule}
 EXPORT=${1:-checkpoints/wildrayzer_tiny_2view}
 WORKERS=${DATA_WORKERS:-8}
@@ -31,7 +33,9 @@ if [ ! -f "data/synthetic_$SCENES/dynamic_re10k/train/full_list.txt" ]; then  # 
 fi
 # shellcheck disable=SC2086
 $PY -m wildrayzer schedule --out "$OUT_DIR" --train-scenes "$SCENES" --steps "$S1" "$S2" "$S3" --export "$EXPORT" \
+  --label-rounds "$ROUNDS" \
   --stage-override 1 training.batch_size=32 --stage-override 1 training.lr=7.0e-4 \
   --stage-override 1 training.lr_warmup=300 --stage-override 1 data.num_workers="$WORKERS" \
   --stage-override 1 training.checkpoint_every=1000 --stage-override 1 training.ema_decay="$EMA" \
+  --stage-override 3 training.ema_decay=0.99 \
   $ARCH training.device="$DEVICE" logging.progress=false logging.tensorboard=false

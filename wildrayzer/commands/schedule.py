@@ -1,10 +1,14 @@
 """The documented CPU training schedule: stages 1 -> 2 -> 3 of the tiny configs on the embedded synthetic data.
 
-``wildrayzer schedule --out experiments/tiny [--steps S1 S2 S3] [--train-scenes N] [--views 2] [--export DIR]
-[--stage-override STAGE key=value ...] [key=value ...]`` trains
+``wildrayzer schedule --out experiments/tiny [--steps S1 S2 S3] [--train-scenes N] [--views 2] [--label-rounds R]
+[--export DIR] [--stage-override STAGE key=value ...] [key=value ...]`` trains
 the three stages in one process, each initialised from the previous one, resumable (re-running continues where a
-run stopped and skips finished stages), then optionally exports the stage-3 model as a pretrained directory
+run stopped and skips finished stages), then optionally exports the last stage-3 model as a pretrained directory
 (``model.safetensors`` + ``config.yaml``) for ``WildRayZer.from_pretrained`` and the inference config.
+
+``--label-rounds R`` (default 1) repeats stages 2 and 3 R - 1 more times (``stage2_round2``, ``stage3_round2``, ...),
+each from the previous stage 3, with ``pseudolabel.mask_context=true``: the labeller's renderer, now trained with token
+masking, drops the context tokens its motion head flags, so the context transients leave fewer ghosts in the labels.
 
 ``--train-scenes N`` trains on ``data/synthetic_N`` (N static + N dynamic training scenes, generated if absent; its
 test scenes are identical to the default set's, since every scene depends only on the seed, split and index).
@@ -34,35 +38,57 @@ def view_overrides(views: int) -> list[str]:
     return [f"model.num_context_views={views}", "data.view_idx_file="]
 
 
-def stage_config(stage: int, out: Path, steps: int, extra: list[str], data_root: str = ""):
+def run_name(stage: int, label_round: int = 1) -> str:
+    """Run directory name of a stage in a labelling round: stage2, stage3, then stage2_round2, stage3_round2, ..."""
+    return RUN_NAMES[stage] if label_round == 1 else f"{RUN_NAMES[stage]}_round{label_round}"
+
+
+def _previous(stage: int, label_round: int) -> tuple[int, int]:
+    """The (stage, round) a stage starts from: stage 2 of round r > 1 continues the stage 3 of round r - 1."""
+    if stage == 2 and label_round > 1:
+        return 3, label_round - 1
+    return stage - 1, 1 if stage == 2 else label_round
+
+
+def stage_config(stage: int, out: Path, steps: int, extra: list[str], data_root: str = "", label_round: int = 1):
     from ..config import load_config
 
-    overrides = [f"training.output_dir={out}", f"training.run_name={RUN_NAMES[stage]}", f"training.max_steps={steps}"]
+    overrides = [f"training.output_dir={out}", f"training.run_name={run_name(stage, label_round)}",
+                 f"training.max_steps={steps}"]
     if data_root:  # the generated set's own scenes and copy-paste cut-outs
         coco = Path(data_root) / "coco"
         overrides += [f"data.root={Path(data_root) / DATA_DIRS[stage]}", f"copy_paste.image_dir={coco / 'images'}",
                       f"copy_paste.annotation_file={coco / 'annotations/instances_synthetic.json'}"]
     if stage > 1:
-        overrides.append(f"training.init_from={out / RUN_NAMES[stage - 1]}")
+        overrides.append(f"training.init_from={out / run_name(*_previous(stage, label_round))}")
+    if label_round > 1:
+        overrides.append("pseudolabel.mask_context=true")
     return load_config(TINY[stage], overrides + list(extra))
 
 
 def run_schedule(out: str | Path, steps: tuple[int, int, int] = DEFAULT_STEPS, extra: list[str] | None = None,
                  stages: tuple[int, ...] = (1, 2, 3), log=print, data_root: str = "",
-                 per_stage: dict[int, list[str]] | None = None) -> dict[int, Path]:
-    """Train the given stages in order; returns {stage: run dir}. Finished stages return at once (resume).
-    ``extra`` applies to every stage, ``per_stage[s]`` (applied after it) to stage ``s`` only."""
+                 per_stage: dict[int, list[str]] | None = None, label_rounds: int = 1) -> dict[int, Path]:
+    """Train the given stages in order, then stages 2 and 3 again for each further labelling round; returns
+    {stage: run dir of its last round}. Finished stages return at once (resume). ``extra`` applies to every stage,
+    ``per_stage[s]`` (applied after it) to stage ``s`` only."""
     from ..train.loop import train
 
+    if label_rounds < 1:
+        raise UserError(f"--label-rounds must be at least 1, got {label_rounds}")
+    if label_rounds > 1 and not {2, 3} <= set(stages):
+        raise UserError("--label-rounds > 1 repeats stages 2 and 3: train both")
     out = Path(out)
     dirs = {}
-    for stage in stages:
+    plan = [(s, 1) for s in stages] + [(s, r) for r in range(2, label_rounds + 1) for s in (2, 3)]
+    for stage, label_round in plan:
         own = list((per_stage or {}).get(stage, []))
-        cfg = stage_config(stage, out, steps[stage - 1], list(extra or []) + own, data_root)
+        cfg = stage_config(stage, out, steps[stage - 1], list(extra or []) + own, data_root, label_round)
         t0 = time.time()
         res = train(cfg)
         dirs[stage] = Path(res["run_dir"])
-        log(f"stage {stage}: step {res['step']} in {time.time() - t0:.0f} s -> {res['checkpoint']}")
+        log(f"stage {stage}{'' if label_round == 1 else f' (labelling round {label_round})'}: step {res['step']} "
+            f"in {time.time() - t0:.0f} s -> {res['checkpoint']}")
     return dirs
 
 
@@ -94,13 +120,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--views", type=int, default=2, help="context views (targets stay 6)")
     p.add_argument("--train-scenes", type=int, default=0,
                    help="train on data/synthetic_N with N static + N dynamic scenes (0: the default data/synthetic)")
-    p.add_argument("--export", default="", help="write the stage-3 model here as a pretrained directory")
+    p.add_argument("--label-rounds", type=int, default=1,
+                   help="repeat stages 2-3 with pseudolabel.mask_context=true this many times in all (default 1)")
+    p.add_argument("--export", default="", help="write the last stage-3 model here as a pretrained directory")
     p.add_argument("--stage-override", nargs=2, action="append", default=[], metavar=("STAGE", "KEY=VALUE"),
                    help="an override for one stage only, e.g. --stage-override 1 training.batch_size=8 (repeatable)")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every stage")
     args = p.parse_args(argv)
     if any(s < 1 for s in args.steps):
         raise UserError("--steps must be positive")
+    if args.label_rounds < 1:
+        raise UserError(f"--label-rounds must be at least 1, got {args.label_rounds}")
     per_stage: dict[int, list[str]] = {}
     for stage, item in args.stage_override:
         if stage not in ("1", "2", "3"):
@@ -112,7 +142,7 @@ def main(argv: list[str]) -> int:
     if not data_root:
         ensure_default_data("data/synthetic")
     dirs = run_schedule(args.out, tuple(args.steps), view_overrides(args.views) + args.overrides, data_root=data_root,
-                        per_stage=per_stage)
+                        per_stage=per_stage, label_rounds=args.label_rounds)
     if args.export:
         print(f"exported {export_pretrained(dirs[3], Path(args.export))}")
     return 0
