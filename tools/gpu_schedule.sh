@@ -11,6 +11,8 @@
 # checkpoints an exponential moving average of its weights (training.ema_decay; default 0 = off, not yet measured
 # on stage 1). ROUNDS=2 (the default, as shipped since v0.8) repeats stages 2-3 once with masked labeller renders
 # (`wildrayzer schedule --label-rounds`; ROUNDS=1: v0.7's schedule); stage 3 averages its weights (decay 0.99).
+# WINDOW="12 23" (default) samples stage 1's training views from windows of 12-23 frames, the test scenes' context
+# spans; the shipped stage 1 was trained on the tiny configs' 2-8 (WINDOW="2 8"; benchmarks/RESULTS.md v0.8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -21,6 +23,8 @@ S2=${S2:-300}
 S3=${S3:-600}
 EMA=${EMA:-0}
 ROUNDS=${ROUNDS:-2}
+WINDOW=${WINDOW:-12 23}
+read -r GAP_MIN GAP_MAX <<< "$WINDOW"
 OUT_DIR=${OUT_DIR:-experiments/gpu_schedule}
 EXPORT=${1:-checkpoints/wildrayzer_tiny_2view}
 WORKERS=${DATA_WORKERS:-8}
@@ -37,5 +41,6 @@ $PY -m wildrayzer schedule --out "$OUT_DIR" --train-scenes "$SCENES" --steps "$S
   --stage-override 1 training.batch_size=32 --stage-override 1 training.lr=7.0e-4 \
   --stage-override 1 training.lr_warmup=300 --stage-override 1 data.num_workers="$WORKERS" \
   --stage-override 1 training.checkpoint_every=1000 --stage-override 1 training.ema_decay="$EMA" \
+  --stage-override 1 data.frame_gap_min="$GAP_MIN" --stage-override 1 data.frame_gap_max="$GAP_MAX" \
   --stage-override 3 training.ema_decay=0.99 \
   $ARCH training.device="$DEVICE" logging.progress=false logging.tensorboard=false
