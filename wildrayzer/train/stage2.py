@@ -1,6 +1,7 @@
 """Stage 2: the stage-1 model is frozen; only the motion-mask estimator trains, against pseudo-motion masks.
 
-Per batch: the frozen model renders the targets (static scene from the context views, no token masking); the
+Per batch: the frozen model renders the targets (static scene from the context views; no token masking, except in
+a second labelling round, ``pseudolabel.mask_context``, where the context tokens the head flags are masked); the
 pseudo-mask constructor compares renders and photos (semantic + SSIM dissimilarity, co-segmentation, GrabCut) and
 the estimator, run over all views, is supervised by BCE on the targets, skipping targets whose static render is too
 poor to trust (``training.psnr_filter_threshold``). Copy-paste masks (when ``copy_paste.enabled``) join the targets'
@@ -139,7 +140,7 @@ class Stage2MotionMask(MotionStageBase):
         if cfg.model.use_dinov3_pseudolabel:
             if paste is None and not masked:
                 static_renders = out["renders"].detach()
-            else:  # render from the un-pasted context, so pasted objects leave no ghosts in the targets
+            else:  # the un-pasted context (pasted objects leave no ghosts), masked in a second labelling round
                 with torch.no_grad():
                     static_renders = model(original, vc, semantic_feats=self.features(original[:, :vc]),
                                            apply_mae=masked, cameras=cams)[
