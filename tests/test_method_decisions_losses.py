@@ -258,6 +258,10 @@ def test_second_labelling_round_masks_the_labellers_moving_context_tokens(record
     assert not torch.allclose(renders, _static_render(labeller, x, st), atol=1e-4)
     if stage == 2:
         assert out["token_mask"] is None
+        seen = fake_paster(x[0])[0][None] if paste else x
+        with torch.no_grad():
+            head = model(seen, 2, semantic_feats=st.features(seen), motion_all_views=True, apply_mae=False)
+        torch.testing.assert_close(out["motion_logits"], head["motion_logits"])
 
 
 def test_labels_join_paste_masks_and_only_reliable_or_pasted_views_are_supervised(monkeypatch):
