@@ -50,6 +50,14 @@ def _previous(stage: int, label_round: int) -> tuple[int, int]:
     return stage - 1, 1 if stage == 2 else label_round
 
 
+def check_label_rounds(label_rounds: int, stages: tuple[int, ...] = (1, 2, 3)) -> None:
+    """A later labelling round repeats stages 2 and 3 from the last stage 3: at least one round, both stages."""
+    if label_rounds < 1:
+        raise UserError(f"--label-rounds must be at least 1, got {label_rounds}")
+    if label_rounds > 1 and not {2, 3} <= set(stages):
+        raise UserError("--label-rounds > 1 repeats stages 2 and 3: train both")
+
+
 def stage_config(stage: int, out: Path, steps: int, extra: list[str], data_root: str = "", label_round: int = 1):
     from ..config import load_config
 
@@ -74,10 +82,7 @@ def run_schedule(out: str | Path, steps: tuple[int, int, int] = DEFAULT_STEPS, e
     ``per_stage[s]`` (applied after it) to stage ``s`` only."""
     from ..train.loop import train
 
-    if label_rounds < 1:
-        raise UserError(f"--label-rounds must be at least 1, got {label_rounds}")
-    if label_rounds > 1 and not {2, 3} <= set(stages):
-        raise UserError("--label-rounds > 1 repeats stages 2 and 3: train both")
+    check_label_rounds(label_rounds, stages)
     out = Path(out)
     dirs = {}
     plan = [(s, 1) for s in stages] + [(s, r) for r in range(2, label_rounds + 1) for s in (2, 3)]
@@ -129,8 +134,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if any(s < 1 for s in args.steps):
         raise UserError("--steps must be positive")
-    if args.label_rounds < 1:
-        raise UserError(f"--label-rounds must be at least 1, got {args.label_rounds}")
+    check_label_rounds(args.label_rounds)  # before any data is generated
     per_stage: dict[int, list[str]] = {}
     for stage, item in args.stage_override:
         if stage not in ("1", "2", "3"):
