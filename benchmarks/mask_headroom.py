@@ -1,13 +1,16 @@
 """Masking headroom on the synthetic dynamic test set (a benchmark, not a test): prints JSON lines + a table.
 
-    .venv/bin/python benchmarks/mask_headroom.py MODEL [MODEL ...] [--max-scenes N] [--out DIR] [key=value ...]
+    .venv/bin/python benchmarks/mask_headroom.py MODEL [MODEL ...] [--max-scenes N] [--out DIR] [--mix A ...]
+        [key=value ...]
     (or: wildrayzer bench headroom ...)
 
 MODEL is a run dir, checkpoint or pretrained dir. For each, static-region PSNR on the same targets with the context
 views as given (no masking), masked by the model's own motion masks, masked by the ground-truth masks, and replaced by
 transient-free renders (see :mod:`wildrayzer.infer.headroom`). The last minus the first is what transients cost the
-model, i.e. the most any mask estimator can win for it. Config: ``configs/tiny/wildrayzer_inference.yaml`` plus the
-overrides (its ``data.root`` must be a synthetic dynamic set). Results: ``<out>/headroom.json`` and ``headroom.md``.
+model, i.e. the most any mask estimator can win for it. ``--mix A ...`` adds, per weight A, the static-region PSNR
+with the masks ``A * GT + (1 - A) * own`` and their pooled IoU: how good masks must be before masking pays.
+Config: ``configs/tiny/wildrayzer_inference.yaml`` plus the overrides (its ``data.root`` must be a synthetic dynamic
+set). Results: ``<out>/headroom.json`` and ``headroom.md``.
 """
 
 from __future__ import annotations
@@ -26,13 +29,16 @@ LABELS = {"as_given": "as given", "own_masks": "own masks", "gt_masks": "GT mask
           "transient_free": "transient-free context"}
 
 
-def table(rows: list[dict]) -> str:
-    head = "| model | " + " | ".join(f"static PSNR, {v}" for v in LABELS.values()) + " | headroom (dB) |"
-    lines = [head, "|---|" + "---|" * (len(LABELS) + 1)]
+def table(rows: list[dict], mix: list[str]) -> str:
+    """One row per model; ``mix``: the mixed-mask conditions, each a column "PSNR (pooled IoU)"."""
+    head = ("| model | " + " | ".join(f"static PSNR, {v}" for v in LABELS.values()) + " | headroom (dB) |"
+            + "".join(f" {c.replace('_', ' ')}: PSNR (IoU) |" for c in mix))
+    lines = [head, "|---|" + "---|" * (len(LABELS) + 1 + len(mix))]
     for r in rows:
-        s = r["psnr_static"]
+        s, iou = r["psnr_static"], r["mask_iou_pooled"]
         gain = None if s["transient_free"] is None or s["as_given"] is None else s["transient_free"] - s["as_given"]
-        lines.append(f"| {r['model']} | " + " | ".join(fmt(s.get(k), 2) for k in LABELS) + f" | {fmt(gain, 2)} |")
+        lines.append(f"| {r['model']} | " + " | ".join(fmt(s.get(k), 2) for k in LABELS) + f" | {fmt(gain, 2)} |"
+                     + "".join(f" {fmt(s.get(c), 2)} ({fmt(iou.get(c), 3)}) |" for c in mix))
     return "\n".join(lines)
 
 
@@ -41,26 +47,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("models", nargs="+", help="run dirs, checkpoints or pretrained dirs; then key=value overrides")
     p.add_argument("--max-scenes", type=int, default=0)
     p.add_argument("--out", default="experiments/headroom")
+    p.add_argument("--mix", type=float, nargs="+", default=[], metavar="A",
+                   help="also mask with A * GT + (1 - A) * own masks (models with a motion estimator)")
     args = p.parse_args(argv)
     overrides = [m for m in args.models if "=" in m]
     models = [m for m in args.models if "=" not in m]
 
     from wildrayzer.config import load_config
     from wildrayzer.data import build_dataset
-    from wildrayzer.infer.headroom import masking_headroom
+    from wildrayzer.infer.headroom import masking_headroom, mix_condition
     from wildrayzer.infer.pipeline import Pipeline
 
     dataset = build_dataset(load_config("configs/tiny/wildrayzer_inference.yaml", overrides), "eval")
-    rows = []
+    rows, mix = [], [mix_condition(a) for a in dict.fromkeys(args.mix)]
     for m in models:
-        summary = masking_headroom(Pipeline.load(m, device="cpu"), dataset, args.max_scenes)
+        summary = masking_headroom(Pipeline.load(m, device="cpu"), dataset, args.max_scenes, mix=tuple(args.mix))
         row = {"model": m, "scenes": summary["as_given"]["num_scenes"],
-               **{key: {c: summary[c]["mean"].get(key) if c in summary else None for c in LABELS}
-                  for key in ("psnr_static", "psnr_clean")}}
+               **{key: {c: summary[c]["mean"].get(key) if c in summary else None for c in [*LABELS, *mix]}
+                  for key in ("psnr_static", "psnr_clean", "mask_iou_pooled")}}
         rows.append(row)
         print(json.dumps(row), flush=True)
     write_results(Path(args.out), "headroom", {"machine": machine(), "overrides": overrides, "rows": rows},
-                  table(rows))
+                  table(rows, mix))
     return 0
 
 

@@ -55,3 +55,29 @@ def test_needs_masks_and_clean_images(data_root):
     with pytest.raises(UserError, match="clean_images"):
         masking_headroom(pipe, ds, progress=False)
     assert pipe.model.use_mae_masking == flag
+
+
+def test_mixed_masks_run_from_own_to_ground_truth(data_root):
+    # The untrained head predicts ~0.02 everywhere: a threshold of 0.015 makes its own masks mask some patches.
+    pipe, ds = _setup(data_root, "dynamic_re10k", "model.use_motion_mask=true", "model.mask_token_threshold=0.015")
+    out = masking_headroom(pipe, ds, progress=False, mix=(0.0, 1.0, 1.0))
+    assert list(out) == ["as_given", "own_masks", "gt_masks", "transient_free", "mix_0", "mix_1"]
+    assert _static(out, "own_masks") != _static(out, "as_given")
+    # the end points are the model's own masks (as inference masks with them) and the ground truth, exactly
+    assert _static(out, "mix_0") == _static(out, "own_masks")
+    assert _static(out, "mix_1") == _static(out, "gt_masks")
+    assert out["mix_0"]["mean"]["mask_iou_pooled"] == out["own_masks"]["mean"]["mask_iou_pooled"]
+    assert out["mix_1"]["mean"]["mask_iou_pooled"] == 1.0
+    assert "mask_iou_pooled" not in out["gt_masks"]["mean"]  # scores only for masks a model predicted
+    # in between: at 0.1, a patch is masked where 0.5 * GT + 0.5 * own covers a tenth of it, neither end's masks
+    pipe.model.mask_token_threshold = 0.1
+    mid = masking_headroom(pipe, ds, progress=False, mix=(0.0, 0.5, 1.0))
+    assert _static(mid, "mix_0") != _static(mid, "mix_0.5") != _static(mid, "mix_1")
+
+
+@pytest.mark.parametrize("extra, mix, match", [((), (0.5,), "motion estimator"),
+                                               (("model.use_motion_mask=true",), (1.5,), r"\[0, 1\]; got 1.5")])
+def test_bad_mix_is_a_user_error(data_root, extra, mix, match):
+    pipe, ds = _setup(data_root, "dynamic_re10k", *extra)
+    with pytest.raises(UserError, match=match):
+        masking_headroom(pipe, ds, progress=False, mix=mix)

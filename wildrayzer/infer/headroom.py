@@ -10,6 +10,9 @@ scene encoder sees of the context views changes:
 * ``transient_free``   the context views rendered without their transients (``clean_images``), no masking: the
                        ceiling for any masking method, which can at best remove the transient, never restore what it
                        hid.
+* ``mix_<a>``          (optional, ``mix``) noise-token masking with ``a * GT + (1 - a) * own`` motion probabilities:
+                       masks of intermediate quality, to see how good a mask estimator must be before masking pays
+                       (each such condition also reports the mixed masks' IoU against the ground truth).
 
 ``transient_free - as_given`` is the static-region PSNR that transients in the context cost the model; when it is
 small, a masked model cannot beat the unmasked one by more than that, however good its masks.
@@ -27,6 +30,11 @@ from .pipeline import item_cameras
 CONDITIONS = ("as_given", "own_masks", "gt_masks", "transient_free")
 
 
+def mix_condition(a: float) -> str:
+    """The condition name of masks mixed with weight ``a`` on the ground truth, e.g. ``mix_0.25``."""
+    return f"mix_{a:g}"
+
+
 def _render(pipe, images, sem, vc: int, apply_mae: bool, motion_probs=None, cameras=None):
     """images: (1, V, 3, H, W) on the device; sem: the context views' semantic features or None; motion_probs:
     (1, Vc, 1, H, W) or None -> (renders (Vt, 3, H, W), c2w (V, 4, 4)) on the CPU."""
@@ -36,18 +44,33 @@ def _render(pipe, images, sem, vc: int, apply_mae: bool, motion_probs=None, came
     return out["renders"][0].float().cpu().clamp(0, 1), out["cameras"]["c2w"][0].float().cpu()
 
 
+def _own_probs(pipe, images, cameras, vc: int):
+    """images: (1, V, 3, H, W) -> the context motion probabilities (Vc, 1, H, W) on the CPU that the model computes
+    in the same forward pass as its renders (its cameras come from every view), at the images' resolution."""
+    return pipe.run(images, cameras=cameras, apply_mae=False)["motion_probs"][0, :vc].float().cpu()
+
+
 @torch.no_grad()
-def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True) -> dict:
+def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True, mix: tuple[float, ...] = ()) -> dict:
     """pipe: a loaded :class:`Pipeline`; dataset: eval items with ``motion_masks`` and ``clean_images`` (the synthetic
-    dynamic test set). -> {condition: MetricsAggregator summary} for the conditions the model supports."""
+    dynamic test set); mix: weights in [0, 1] of the ground truth in the ``mix_<a>`` conditions (needs a motion
+    estimator). -> {condition: MetricsAggregator summary} for the conditions the model supports; the masked ones
+    that use the model's masks also carry mask scores (``mask_iou_pooled``, ...)."""
     vc = pipe.num_context
     if len(dataset) == 0:
         raise UserError("headroom: the dataset has no scenes")
+    bad = [a for a in mix if not 0.0 <= a <= 1.0]
+    if bad:
+        raise UserError(f"headroom: mix weights must lie in [0, 1]; got {bad[0]:g}")
+    if mix and pipe.model.motion is None:
+        raise UserError("headroom: mixing with the model's own masks needs a model with a motion estimator (stage 2 "
+                        "or 3)")
     first = dataset[0]
     if first.get("motion_masks") is None or first.get("clean_images") is None:
         raise UserError("headroom needs ground-truth motion masks and transient-free images (clean_images), which "
                         "only the synthetic dynamic sets have; point data.root at e.g. data/synthetic/dynamic_re10k")
     conditions = [c for c in CONDITIONS if c != "own_masks" or pipe.model.motion is not None]
+    conditions += [mix_condition(a) for a in dict.fromkeys(mix)]
     aggs = {c: MetricsAggregator() for c in conditions}
     # The masked conditions mask (apply_mae=True) whatever the checkpoint was trained with.
     for i in scene_indices(dataset, max_scenes, progress, "headroom"):
@@ -55,15 +78,23 @@ def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True) 
         images = item["images"][None].to(pipe.device, torch.float32)  # (1, V, 3, H, W)
         sem = pipe.semantic_features(images[:, :vc])  # shared by every condition that sees the real context
         cams = item_cameras(pipe.model, item, pipe.device)
+        own = _own_probs(pipe, images, cams, vc) if pipe.model.motion is not None else None
+        gt = item["motion_masks"][:vc].float()  # (Vc, 1, H, W)
         for c in conditions:
+            probs = None
             if c == "transient_free":
                 clean = images.clone()
                 clean[0, :vc] = item["clean_images"][:vc].to(pipe.device, torch.float32)
                 renders, c2w = _render(pipe, clean, pipe.semantic_features(clean[:, :vc]), vc, apply_mae=False,
                                        cameras=cams)
             elif c == "gt_masks":
-                renders, c2w = _render(pipe, images, sem, vc, True, item["motion_masks"][:vc][None], cams)
-            else:
+                renders, c2w = _render(pipe, images, sem, vc, True, gt[None], cams)
+            elif c in ("as_given", "own_masks"):  # own_masks: the model masks with its own masks, as in inference
                 renders, c2w = _render(pipe, images, sem, vc, apply_mae=c == "own_masks", cameras=cams)
-            aggs[c].add(f"{i:05d}_{item['scene']}", metrics_for(item, vc, renders, None, c2w))
+                probs = own if c == "own_masks" else None
+            else:  # mix_<a>: the own masks mixed with the ground truth
+                a = float(c.removeprefix("mix_"))
+                probs = a * gt + (1 - a) * own
+                renders, c2w = _render(pipe, images, sem, vc, True, probs[None], cams)
+            aggs[c].add(f"{i:05d}_{item['scene']}", metrics_for(item, vc, renders, probs, c2w))
     return {c: a.summary() for c, a in aggs.items()}
