@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from wildrayzer.infer.pipeline import Pipeline
 
     dataset = build_dataset(load_config("configs/tiny/wildrayzer_inference.yaml", overrides), "eval")
-    rows, mix = [], [mix_condition(a) for a in dict.fromkeys(args.mix)]
+    rows, mix = [], list(dict.fromkeys(mix_condition(a) for a in args.mix))
     for m in models:
         summary = masking_headroom(Pipeline.load(m, device="cpu"), dataset, args.max_scenes, mix=tuple(args.mix))
         row = {"model": m, "scenes": summary["as_given"]["num_scenes"],

@@ -70,7 +70,8 @@ def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True, 
         raise UserError("headroom needs ground-truth motion masks and transient-free images (clean_images), which "
                         "only the synthetic dynamic sets have; point data.root at e.g. data/synthetic/dynamic_re10k")
     conditions = [c for c in CONDITIONS if c != "own_masks" or pipe.model.motion is not None]
-    conditions += [mix_condition(a) for a in dict.fromkeys(mix)]
+    weights = {mix_condition(a): float(a) for a in mix}  # the condition name of each weight (repeats: once)
+    conditions += list(weights)
     aggs = {c: MetricsAggregator() for c in conditions}
     # The masked conditions mask (apply_mae=True) whatever the checkpoint was trained with.
     for i in scene_indices(dataset, max_scenes, progress, "headroom"):
@@ -93,8 +94,7 @@ def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True, 
                 renders, c2w = _render(pipe, images, sem, vc, apply_mae=c == "own_masks", cameras=cams)
                 probs = own if c == "own_masks" else None
             else:  # mix_<a>: the own masks mixed with the ground truth
-                a = float(c.removeprefix("mix_"))
-                probs = a * gt + (1 - a) * own
+                probs = weights[c] * gt + (1 - weights[c]) * own
                 renders, c2w = _render(pipe, images, sem, vc, True, probs[None], cams)
             aggs[c].add(f"{i:05d}_{item['scene']}", metrics_for(item, vc, renders, probs, c2w))
     return {c: a.summary() for c, a in aggs.items()}
