@@ -40,14 +40,13 @@ def _render(pipe, images, sem, vc: int, apply_mae: bool, motion_probs=None, came
     (1, Vc, 1, H, W) or None -> (renders (Vt, 3, H, W), c2w (V, 4, 4)) on the CPU."""
     if motion_probs is not None:
         motion_probs = motion_probs.to(pipe.device, torch.float32)
-    out = pipe.model(images, vc, semantic_feats=sem, motion_probs=motion_probs, apply_mae=apply_mae, cameras=cameras)
+    return _renders_c2w(pipe.model(images, vc, semantic_feats=sem, motion_probs=motion_probs, apply_mae=apply_mae,
+                                   cameras=cameras))
+
+
+def _renders_c2w(out: dict):
+    """A batch-of-one prediction dict -> (renders (Vt, 3, H, W), c2w (V, 4, 4)) on the CPU."""
     return out["renders"][0].float().cpu().clamp(0, 1), out["cameras"]["c2w"][0].float().cpu()
-
-
-def _own_probs(pipe, images, cameras, vc: int):
-    """images: (1, V, 3, H, W) -> the context motion probabilities (Vc, 1, H, W) on the CPU that the model computes
-    in the same forward pass as its renders (its cameras come from every view), at the images' resolution."""
-    return pipe.run(images, cameras=cameras, apply_mae=False)["motion_probs"][0, :vc].float().cpu()
 
 
 @torch.no_grad()
@@ -79,7 +78,9 @@ def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True, 
         images = item["images"][None].to(pipe.device, torch.float32)  # (1, V, 3, H, W)
         sem = pipe.semantic_features(images[:, :vc])  # shared by every condition that sees the real context
         cams = item_cameras(pipe.model, item, pipe.device)
-        own = _own_probs(pipe, images, cams, vc) if pipe.model.motion is not None else None
+        # The as-given render; its context motion probabilities (at the images' resolution) are the own masks.
+        given = pipe.run(images, cameras=cams, apply_mae=False)
+        own = given["motion_probs"][0, :vc].float().cpu() if given["motion_probs"] is not None else None
         gt = item["motion_masks"][:vc].float()  # (Vc, 1, H, W)
         for c in conditions:
             probs = None
@@ -90,9 +91,11 @@ def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True, 
                                        cameras=cams)
             elif c == "gt_masks":
                 renders, c2w = _render(pipe, images, sem, vc, True, gt[None], cams)
-            elif c in ("as_given", "own_masks"):  # own_masks: the model masks with its own masks, as in inference
-                renders, c2w = _render(pipe, images, sem, vc, apply_mae=c == "own_masks", cameras=cams)
-                probs = own if c == "own_masks" else None
+            elif c == "as_given":
+                renders, c2w = _renders_c2w(given)
+            elif c == "own_masks":  # the model masks with its own masks, as in inference
+                renders, c2w = _render(pipe, images, sem, vc, apply_mae=True, cameras=cams)
+                probs = own
             else:  # mix_<a>: the own masks mixed with the ground truth
                 probs = weights[c] * gt + (1 - weights[c]) * own
                 renders, c2w = _render(pipe, images, sem, vc, True, probs[None], cams)
