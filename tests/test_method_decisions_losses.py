@@ -287,3 +287,27 @@ def test_labels_join_paste_masks_and_only_reliable_or_pasted_views_are_supervise
     cfg = load_config(None, TINY + ["model.use_dinov3_pseudolabel=false", "copy_paste.enabled=true"])
     labels, valid = st.labels(None, {"images": x, "paste_masks": paste}, cfg)
     assert valid.all() and torch.equal(labels, paste)
+
+
+def test_scenes_known_to_be_static_are_labelled_static_in_every_view_but_where_pasted(monkeypatch):
+    """data.static_root: a static scene's views are all supervised (context ones too) with its paste masks as the
+    whole motion, whatever its pseudo-masks say; a dynamic scene in the same batch keeps its pseudo-labels."""
+    def fake(renders, targets, backbone, cfg, seed=0, target_feats=None):
+        masks = torch.zeros_like(targets[:, :, :1])
+        masks[..., :2, :] = 1.0  # every target "moves" in rows 0-1
+        return masks, torch.ones(targets.shape[:2], dtype=torch.bool)
+
+    monkeypatch.setattr(wildrayzer.pseudolabel.constructor, "pseudo_masks_for_batch", fake)
+    cfg = load_config(None, TINY)
+    st = get_stage(2)
+    x = torch.rand(2, 5, 3, 8, 8)
+    static = torch.tensor([False, True])
+    labels, valid = st.labels(torch.zeros(2, 3, 3, 8, 8), {"images": x, "static_scene": static}, cfg)
+    assert valid.tolist() == [[False, False, True, True, True], [True] * 5]
+    assert (labels[0, 2:, :, :2] == 1).all() and labels[1].sum() == 0
+    paste = torch.zeros(2, 5, 1, 8, 8)
+    paste[:, 0, :, 6:, 6:] = 1.0
+    labels, valid = st.labels(torch.zeros(2, 3, 3, 8, 8), {"images": x, "static_scene": static, "paste_masks": paste},
+                              cfg)
+    assert torch.equal(labels[1], paste[1]) and valid[1].all()
+    assert (labels[0, 2:, :, :2] == 1).all() and not valid[0, 0]

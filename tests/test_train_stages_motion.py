@@ -158,3 +158,25 @@ def test_stage3_pseudolabels_with_static_model(root, tmp_path):
     _, logs = st.compute_losses(batch, out, cfg)
     assert out["paste_masks"].sum() > 0 and logs["dynamic_frac"] > 0
     assert not torch.equal(out["pasted_images"], batch["images"])
+
+
+def test_stages_2_and_3_train_with_static_scenes_mixed_in(root, tmp_path, monkeypatch):
+    """data.static_root: both motion stages run on batches mixing dynamic and static scenes, and the static ones
+    reach the labels flagged as such."""
+    from wildrayzer.train.stage2 import MotionStageBase
+
+    seen = []
+    labels = MotionStageBase.labels
+
+    def record(self, static_renders, batch, cfg, feats=None):
+        seen.extend(batch["static_scene"].tolist())
+        return labels(self, static_renders, batch, cfg, feats)
+
+    monkeypatch.setattr(MotionStageBase, "labels", record)
+    mix = [f"data.static_root={root / 're10k_processed_v2'}", "data.static_fraction=0.5"]
+    train(stage_cfg(root, tmp_path, 1))
+    for stage in (2, 3):
+        seen.clear()
+        train(stage_cfg(root, tmp_path, stage, mix))
+        assert len(seen) == 4 and sorted(seen) == [False, False, True, True], (stage, seen)
+        assert latest_checkpoint(tmp_path / f"s{stage}") is not None

@@ -335,6 +335,18 @@ DECISIONS: list[Flip] = [
          (L + "test_labels_join_paste_masks_and_only_reliable_or_pasted_views_are_supervised",),
          "a target with a pasted object is supervised even if its pseudo-mask is unreliable",
          "the paste mask is exact whatever the static render's quality"),
+    Flip("static-scenes-labelled-static", PASTE, "wildrayzer/train/stage2.py",
+         "labels = torch.where(static[:, None, None, None, None].to(labels.device), known, labels)",
+         "labels = labels",
+         (L + "test_scenes_known_to_be_static_are_labelled_static_in_every_view_but_where_pasted",),
+         "a scene known to be static (data.static_root) is labelled by its paste masks alone",
+         "pseudo-labels also flag static content the renderer gets wrong; a static scene's views are the negatives "
+         "that teaches the head otherwise (static test: 14 % -> 4 % of the tokens masked, benchmarks/RESULTS.md v1.0)"),
+    Flip("static-scenes-every-view", PASTE, "wildrayzer/train/stage2.py", "valid = valid | static[:, None]",
+         "valid = valid",
+         (L + "test_scenes_known_to_be_static_are_labelled_static_in_every_view_but_where_pasted",),
+         "every view of a static scene is supervised, context views included",
+         "nothing moves there, so no view's label is in doubt"),
     # ------------------------------------------------------------------ pseudo-labels
     Flip("psnr-filter", PSEUDO, "wildrayzer/pseudolabel/constructor.py",
          "reliable=render_psnr >= cfg.training.psnr_filter_threshold",

@@ -82,6 +82,10 @@ class DataConfig:
     on_error: str = "raise"  # raise | skip
     load_gt_masks: bool = True
     load_clean_images: bool = True
+    # Stages 2-3: static scenes (LVSM layout, e.g. re10k_processed_v2) mixed into the dynamic training data; every
+    # view of them is labelled static (pasted objects aside): negatives the pseudo-labels cannot give. "" = off.
+    static_root: str = ""
+    static_fraction: float = 0.5  # share of the training samples drawn from data.static_root
 
 
 @dataclass
@@ -403,6 +407,7 @@ _RANGES = {
     "model.num_latents": (1, 65536), "model.num_context_views": (1, 64), "model.num_target_views": (1, 256),
     "model.focal_offset": (-100.0, 100.0), "semantic.feature_size": (1, 1024),
     "data.frame_gap_min": (0, 100000), "data.frame_gap_max": (0, 100000), "data.num_workers": (0, 256),
+    "data.static_fraction": (0.01, 0.99),
     "training.seed": (0, 2 ** 32 - 1), "training.batch_size": (1, 65536), "training.grad_accum_steps": (1, 65536),
     "training.max_steps": (1, 10 ** 9), "training.lr": (1e-12, 10.0), "training.lr_warmup": (0, 10 ** 9),
     "training.min_lr_ratio": (0.0, 1.0), "training.weight_decay": (0.0, 10.0), "training.beta1": (0.0, 0.999999),

@@ -100,7 +100,9 @@ class MotionStageBase:
         united with their paste masks, supervised when reliable or pasted. With pseudo-labels on, context views are
         not supervised: their own transients cannot be pseudo-labelled (the render reproduces them), so a paste mask
         is not their whole motion and would teach those transients as static (measured: benchmarks/RESULTS.md v0.7).
-        With copy-paste alone (meant for static scenes, where the paste mask is the whole motion) every view counts."""
+        With copy-paste alone (meant for static scenes, where the paste mask is the whole motion) every view counts.
+        Scenes known to be static (``static_scene``, from ``data.static_root``) are labelled by their paste masks
+        alone (nothing else moves there), in every view."""
         from ..pseudolabel.constructor import pseudo_masks_for_batch
 
         images = batch["images"]
@@ -121,6 +123,12 @@ class MotionStageBase:
                 valid[:, vc:] = valid[:, vc:] | pasted[:, vc:].to(valid.device)
             else:  # copy-paste is the only supervision: every view with a known paste mask is labelled
                 valid = torch.ones_like(valid)
+        static = batch.get("static_scene")  # (B,) bool: scenes known to be static (data.static_root)
+        if static is not None:
+            static = static.to(valid.device).bool()
+            known = paste.to(labels) if paste is not None else torch.zeros_like(labels)
+            labels = torch.where(static[:, None, None, None, None].to(labels.device), known, labels)
+            valid = valid | static[:, None]
         return labels, valid
 
     def mask_loss(self, out: dict) -> tuple[Tensor, dict[str, Tensor]]:
