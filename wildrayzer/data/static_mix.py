@@ -12,8 +12,6 @@ its own images as ``clean_images`` where the dynamic data has those keys.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.utils.data import Dataset
 
@@ -81,8 +79,6 @@ def with_static_mix(cfg, dynamic: Dataset, seed: int | None = None) -> Dataset:
         raise ConfigError(f"data.static_root mixes static scenes into the dynamic data of stages 2-3; this run has "
                           f"training.stage={cfg.training.stage} and data.dataset={d.dataset} (unset data.static_root "
                           "or train stage 2 or 3 on data.dataset=dynamic)")
-    if not math.isfinite(d.static_fraction):
-        raise ConfigError(f"data.static_fraction must be finite; got {d.static_fraction}")
     static_cfg = OmegaConf.merge(cfg, {"data": {"root": d.static_root, "dataset": "lvsm", "list_file": "full_list.txt",
                                                 "view_idx_file": ""}})
     return StaticMix(dynamic, LVSMDataset(static_cfg, "train", seed), float(d.static_fraction))
