@@ -81,4 +81,6 @@ def with_static_mix(cfg, dynamic: Dataset, seed: int | None = None) -> Dataset:
                           "or train stage 2 or 3 on data.dataset=dynamic)")
     static_cfg = OmegaConf.merge(cfg, {"data": {"root": d.static_root, "dataset": "lvsm", "list_file": "full_list.txt",
                                                 "view_idx_file": ""}})
-    return StaticMix(dynamic, LVSMDataset(static_cfg, "train", seed), float(d.static_fraction))
+    # a seed of its own: static item i must not draw the same frame window as dynamic item i
+    static_seed = int(cfg.training.seed if seed is None else seed) + 1
+    return StaticMix(dynamic, LVSMDataset(static_cfg, "train", static_seed), float(d.static_fraction))
