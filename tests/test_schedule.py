@@ -68,3 +68,21 @@ def test_bad_label_rounds_is_exit_2(captured, tmp_path, bad, capsys):
     assert cli_main(["schedule", "--out", str(tmp_path), *bad]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--label-rounds" in err[0] and "order" not in captured
+
+
+def test_a_stage_override_can_target_one_labelling_round(captured, tmp_path):
+    """--stage-override S:R reaches stage S of round R only, after the overrides of stage S in every round."""
+    assert schedule.main(["--out", str(tmp_path), "--label-rounds", "2", "--stage-override", "2", "training.lr=1e-3",
+                          "--stage-override", "2:2", "training.max_steps=900", "--stage-override", "2:2",
+                          "training.lr=5e-4"]) == 0
+    got = {c.training.run_name: (c.training.max_steps, c.training.lr) for c in captured["order"]}
+    assert got["stage2"] == (300, pytest.approx(1e-3)) and got["stage2_round2"] == (900, pytest.approx(5e-4))
+    assert got["stage3_round2"][0] == 600
+
+
+@pytest.mark.parametrize("target", ["2:0", "1:2", "2:x", "4:1", "2:3"])
+def test_a_bad_round_target_is_exit_2(captured, tmp_path, target, capsys):
+    assert cli_main(["schedule", "--out", str(tmp_path), "--label-rounds", "2", "--stage-override", target,
+                     "training.lr=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--stage-override" in err[0] and "order" not in captured

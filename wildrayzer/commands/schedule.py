@@ -1,7 +1,7 @@
 """The documented CPU training schedule: stages 1 -> 2 -> 3 of the tiny configs on the embedded synthetic data.
 
 ``wildrayzer schedule --out experiments/tiny [--steps S1 S2 S3] [--train-scenes N] [--views 2] [--label-rounds R]
-[--export DIR] [--stage-override STAGE key=value ...] [key=value ...]`` trains
+[--export DIR] [--stage-override STAGE[:ROUND] key=value ...] [key=value ...]`` trains
 the three stages in one process, each initialised from the previous one, resumable (re-running continues where a
 run stopped and skips finished stages), then optionally exports the last stage-3 model as a pretrained directory
 (``model.safetensors`` + ``config.yaml``) for ``WildRayZer.from_pretrained`` and the inference config.
@@ -74,12 +74,22 @@ def stage_config(stage: int, out: Path, steps: int, extra: list[str], data_root:
     return load_config(TINY[stage], overrides + list(extra))
 
 
+def parse_stage_key(text: str) -> tuple[int, int | None]:
+    """``--stage-override`` target: "S" (stage S in every labelling round) or "S:R" (stage S of round R only)."""
+    stage, _, rnd = text.partition(":")
+    if stage not in ("1", "2", "3") or (rnd and (not rnd.isdigit() or int(rnd) < 1 or (stage == "1" and rnd != "1"))):
+        raise UserError(f"--stage-override: expected STAGE or STAGE:ROUND (stage 1, 2 or 3; round >= 1, stage 1 "
+                        f"has round 1 only), got '{text}'")
+    return int(stage), int(rnd) if rnd else None
+
+
 def run_schedule(out: str | Path, steps: tuple[int, int, int] = DEFAULT_STEPS, extra: list[str] | None = None,
                  stages: tuple[int, ...] = (1, 2, 3), log=print, data_root: str = "",
-                 per_stage: dict[int, list[str]] | None = None, label_rounds: int = 1) -> dict[int, Path]:
+                 per_stage: dict | None = None, label_rounds: int = 1) -> dict[int, Path]:
     """Train the given stages in order, then stages 2 and 3 again for each further labelling round; returns
     {stage: run dir of its last round}. Finished stages return at once (resume). ``extra`` applies to every stage,
-    ``per_stage[s]`` (applied after it) to stage ``s`` only."""
+    ``per_stage[s]`` (applied after it) to stage ``s`` in every round, then ``per_stage[(s, r)]`` to stage ``s`` of
+    round ``r`` only."""
     from ..train.loop import train
 
     check_label_rounds(label_rounds, stages)
@@ -87,7 +97,7 @@ def run_schedule(out: str | Path, steps: tuple[int, int, int] = DEFAULT_STEPS, e
     dirs = {}
     plan = [(s, 1) for s in stages] + [(s, r) for r in range(2, label_rounds + 1) for s in (2, 3)]
     for stage, label_round in plan:
-        own = list((per_stage or {}).get(stage, []))
+        own = list((per_stage or {}).get(stage, [])) + list((per_stage or {}).get((stage, label_round), []))
         cfg = stage_config(stage, out, steps[stage - 1], list(extra or []) + own, data_root, label_round)
         t0 = time.time()
         res = train(cfg)
@@ -128,18 +138,21 @@ def main(argv: list[str]) -> int:
     p.add_argument("--label-rounds", type=int, default=1,
                    help="repeat stages 2-3 with pseudolabel.mask_context=true this many times in all (default 1)")
     p.add_argument("--export", default="", help="write the last stage-3 model here as a pretrained directory")
-    p.add_argument("--stage-override", nargs=2, action="append", default=[], metavar=("STAGE", "KEY=VALUE"),
-                   help="an override for one stage only, e.g. --stage-override 1 training.batch_size=8 (repeatable)")
+    p.add_argument("--stage-override", nargs=2, action="append", default=[], metavar=("STAGE[:ROUND]", "KEY=VALUE"),
+                   help="an override for one stage only, e.g. --stage-override 1 training.batch_size=8, or for one "
+                        "stage of one labelling round, e.g. --stage-override 2:2 training.max_steps=900 (repeatable)")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every stage")
     args = p.parse_args(argv)
     if any(s < 1 for s in args.steps):
         raise UserError("--steps must be positive")
     check_label_rounds(args.label_rounds)  # before any data is generated
-    per_stage: dict[int, list[str]] = {}
-    for stage, item in args.stage_override:
-        if stage not in ("1", "2", "3"):
-            raise UserError(f"--stage-override: stage must be 1, 2 or 3, got '{stage}'")
-        per_stage.setdefault(int(stage), []).append(item)
+    per_stage: dict = {}
+    for target, item in args.stage_override:
+        stage, rnd = parse_stage_key(target)
+        if rnd is not None and rnd > args.label_rounds:
+            raise UserError(f"--stage-override {target}: there is no labelling round {rnd} (--label-rounds "
+                            f"{args.label_rounds})")
+        per_stage.setdefault(stage if rnd is None else (stage, rnd), []).append(item)
     from ..data.synthetic import ensure_default_data
 
     data_root = ensure_training_data(args.train_scenes, progress=True)
