@@ -61,3 +61,8 @@ def test_misuse_is_one_clear_error(synth, override, match):
 def test_a_missing_static_root_names_the_directory(synth, tmp_path):
     with pytest.raises(DataError, match="nowhere"):
         build_dataset(_cfg(synth, f"data.static_root={tmp_path}/nowhere"), "train")
+
+
+def test_summary_names_both_sets_and_the_static_share(synth):
+    text = build_dataset(_cfg(synth, "data.static_fraction=0.75"), "train").summary()
+    assert "dynamic_re10k" in text and "re10k_processed_v2" in text and "75% of the samples" in text

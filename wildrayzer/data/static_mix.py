@@ -61,8 +61,8 @@ class StaticMix(Dataset):
 
     def summary(self) -> str:
         share = self.num_static / len(self)
-        return (f"{self.dynamic.summary()} + static mix: {self.num_static} slot(s) over {len(self.static)} static "
-                f"item(s) ({share:.0%} of the samples)")
+        return (f"{self.dynamic.summary()}; mixed with {self.static.summary()} in {self.num_static} slot(s) "
+                f"({share:.0%} of the samples)")
 
 
 def with_static_mix(cfg, dynamic: Dataset, seed: int | None = None) -> Dataset:

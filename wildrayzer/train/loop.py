@@ -182,6 +182,8 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
         from ..data import build_dataset
 
         dataset = build_dataset(cfg, "train")
+    if hasattr(dataset, "summary"):
+        log(f"data: {dataset.summary()}")
     loader = EpochLoader(dataset, t.batch_size, info.rank, info.world_size, t.seed, cfg.data.num_workers,
                          pin_memory=device.type == "cuda")
     seed_everything(t.seed + 7919 * info.rank)  # per-rank stream for data augmentation / view sampling
