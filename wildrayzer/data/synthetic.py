@@ -48,7 +48,9 @@ class SynthParams:
     static_train: int = 32
     static_test: int = 8
     dynamic_train: int = 32
-    dynamic_test: int = 8
+    # 48, not 8 (before v1.0): on 8 scenes the full model's gain over stage 1 has a standard error of 0.30 dB, too
+    # coarse for a +0.5 dB goal; scenes 0-7 are the same as before (every scene depends on seed, split and index).
+    dynamic_test: int = 48
     frames: int = 24
     res: int = 64
     seed: int = 0
