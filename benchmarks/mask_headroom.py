@@ -29,15 +29,22 @@ LABELS = {"as_given": "as given", "own_masks": "own masks", "gt_masks": "GT mask
           "transient_free": "transient-free context"}
 
 
+def _pm(pair) -> str:
+    """(mean, standard error) -> "+0.32 ± 0.19"; None -> "n/a"."""
+    return "n/a" if pair is None else f"{pair[0]:+.2f} ± {pair[1]:.2f}"
+
+
 def table(rows: list[dict], mix: list[str]) -> str:
-    """One row per model; ``mix``: the mixed-mask conditions, each a column "PSNR (pooled IoU)"."""
-    head = ("| model | " + " | ".join(f"static PSNR, {v}" for v in LABELS.values()) + " | headroom (dB) |"
-            + "".join(f" {c.replace('_', ' ')}: PSNR (IoU) |" for c in mix))
-    lines = [head, "|---|" + "---|" * (len(LABELS) + 1 + len(mix))]
+    """One row per model; ``mix``: the mixed-mask conditions, each a column "PSNR (pooled IoU)". The two differences
+    against "as given" are paired over scenes, with their standard errors."""
+    head = ("| model | scenes | " + " | ".join(f"static PSNR, {v}" for v in LABELS.values())
+            + " | own masks - as given (dB) | headroom (dB) |" + "".join(f" {c.replace('_', ' ')}: PSNR (IoU) |"
+                                                                    for c in mix))
+    lines = [head, "|---|---|" + "---|" * (len(LABELS) + 2 + len(mix))]
     for r in rows:
-        s, iou = r["psnr_static"], r["mask_iou_pooled"]
-        gain = None if s["transient_free"] is None or s["as_given"] is None else s["transient_free"] - s["as_given"]
-        lines.append(f"| {r['model']} | " + " | ".join(fmt(s.get(k), 2) for k in LABELS) + f" | {fmt(gain, 2)} |"
+        s, iou, d = r["psnr_static"], r["mask_iou_pooled"], r["paired_vs_as_given"]
+        lines.append(f"| {r['model']} | {r['scenes']} | " + " | ".join(fmt(s.get(k), 2) for k in LABELS)
+                     + f" | {_pm(d['own_masks'])} | {_pm(d['transient_free'])} |"
                      + "".join(f" {fmt(s.get(c), 2)} ({fmt(iou.get(c), 3)}) |" for c in mix))
     return "\n".join(lines)
 
@@ -55,16 +62,20 @@ def main(argv: list[str] | None = None) -> int:
 
     from wildrayzer.config import load_config
     from wildrayzer.data import build_dataset
-    from wildrayzer.infer.headroom import masking_headroom, mix_condition
+    from wildrayzer.infer.headroom import masking_headroom, mix_condition, paired_difference
     from wildrayzer.infer.pipeline import Pipeline
 
     dataset = build_dataset(load_config("configs/tiny/wildrayzer_inference.yaml", overrides), "eval")
     rows, mix = [], list(dict.fromkeys(mix_condition(a) for a in args.mix))
     for m in models:
-        summary = masking_headroom(Pipeline.load(m, device="cpu"), dataset, args.max_scenes, mix=tuple(args.mix))
+        pipe = Pipeline.load(m, device="cpu")
+        # mixing needs the model's own masks: a model without a motion estimator (stage 1) gets n/a there
+        own = tuple(args.mix) if getattr(pipe.model, "motion", None) is not None else ()
+        summary = masking_headroom(pipe, dataset, args.max_scenes, mix=own)
         row = {"model": m, "scenes": summary["as_given"]["num_scenes"],
                **{key: {c: summary[c]["mean"].get(key) if c in summary else None for c in [*LABELS, *mix]}
-                  for key in ("psnr_static", "psnr_clean", "mask_iou_pooled")}}
+                  for key in ("psnr_static", "psnr_clean", "mask_iou_pooled")},
+               "paired_vs_as_given": {c: paired_difference(summary, c) for c in ("own_masks", "transient_free")}}
         rows.append(row)
         print(json.dumps(row), flush=True)
     write_results(Path(args.out), "headroom", {"machine": machine(), "overrides": overrides, "rows": rows},

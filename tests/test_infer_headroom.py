@@ -9,7 +9,7 @@ from tiny_run import INFER_CFG, MODEL, NO_MOTION, small_synth
 from wildrayzer.config import load_config
 from wildrayzer.data import build_dataset
 from wildrayzer.errors import UserError
-from wildrayzer.infer.headroom import masking_headroom
+from wildrayzer.infer.headroom import masking_headroom, paired_difference
 from wildrayzer.infer.pipeline import Pipeline
 from wildrayzer.model import WildRayZerModel
 
@@ -81,3 +81,17 @@ def test_bad_mix_is_a_user_error(data_root, extra, mix, match):
     pipe, ds = _setup(data_root, "dynamic_re10k", *extra)
     with pytest.raises(UserError, match=match):
         masking_headroom(pipe, ds, progress=False, mix=mix)
+
+
+def test_paired_difference_is_the_mean_and_standard_error_of_per_scene_differences():
+    """Scene-to-scene spread that both conditions share does not enter the standard error; missing scenes or
+    conditions are skipped, not counted as zero."""
+    def cond(values):
+        return {"scenes": {f"s{i}": {"psnr_static": v} for i, v in enumerate(values) if v is not None}}
+
+    summary = {"as_given": cond([10.0, 20.0, 30.0, 40.0]), "own_masks": cond([11.0, 20.0, 33.0, None]),
+               "gt_masks": cond([10.5, None, None, None])}
+    mean, se = paired_difference(summary, "own_masks")
+    assert mean == pytest.approx(4.0 / 3.0) and se == pytest.approx((7.0 / 3.0 / 3.0) ** 0.5)  # diffs 1, 0, 3
+    assert paired_difference(summary, "gt_masks") is None  # one common scene: no spread to estimate
+    assert paired_difference(summary, "transient_free") is None

@@ -35,6 +35,22 @@ def mix_condition(a: float) -> str:
     return f"mix_{a:g}"
 
 
+def paired_difference(summary: dict, condition: str, key: str = "psnr_static",
+                      base: str = "as_given") -> tuple[float, float] | None:
+    """Mean and standard error over scenes of ``condition - base`` for metric ``key``, from a
+    :func:`masking_headroom` result (the same scenes under both conditions: a paired difference, free of the
+    scene-to-scene spread both share). None when either condition is missing or fewer than two scenes have both."""
+    if condition not in summary or base not in summary:
+        return None
+    a, b = summary[condition]["scenes"], summary[base]["scenes"]
+    diffs = [a[s][key] - b[s][key] for s in a if s in b and a[s].get(key) is not None and b[s].get(key) is not None]
+    if len(diffs) < 2:
+        return None
+    mean = sum(diffs) / len(diffs)
+    var = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
+    return mean, (var / len(diffs)) ** 0.5
+
+
 def _render(pipe, images, sem, vc: int, apply_mae: bool, motion_probs=None, cameras=None):
     """images: (1, V, 3, H, W) on the device; sem: the context views' semantic features or None; motion_probs:
     (1, Vc, 1, H, W) or None -> (renders (Vt, 3, H, W), c2w (V, 4, 4)) on the CPU."""
