@@ -31,10 +31,9 @@ WORKERS=${DATA_WORKERS:-8}
 ARCH="model.dim=192 model.heads=6 model.camera_layers=4 model.scene_layers=4 model.renderer_layers=4
   model.num_latents=128"
 
-if [ ! -f "data/synthetic_$SCENES/dynamic_re10k/train/full_list.txt" ]; then  # all cores; schedule would use one
-  $PY -m wildrayzer data synth --out "data/synthetic_$SCENES" --scenes "$SCENES" --test-scenes 8 \
-    --workers "$(nproc)" --no-progress
-fi
+# The set `schedule --train-scenes` expects (same parameters, so it is not regenerated), on all cores (schedule: <= 4)
+$PY -c "from wildrayzer.data.synthetic import SynthParams, ensure_default_data as e
+e('data/synthetic_$SCENES', SynthParams(static_train=$SCENES, dynamic_train=$SCENES), workers=$(nproc))"
 # shellcheck disable=SC2086
 $PY -m wildrayzer schedule --out "$OUT_DIR" --train-scenes "$SCENES" --steps "$S1" "$S2" "$S3" --export "$EXPORT" \
   --label-rounds "$ROUNDS" \
