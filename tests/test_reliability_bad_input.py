@@ -24,12 +24,12 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from tiny_run import INFER_CFG, MODEL, NO_MOTION, PY, QUIET, REPO, TRAIN_CFG, small_synth
+from tiny_run import INFER_CFG, MODEL, NO_MOTION, PY, QUIET, REPO, TRAIN_CFG, TRAIN_NOTES, small_synth
 
 # Files whose presence marks finished work: a run to resume, a finished scene, a finished report.
 FINISHED_MARKERS = ("ckpt_LATEST", "*.safetensors", "scene.json", "index.html", "metrics.json")
 # Lines the training CLI legitimately prints to stderr before it reaches the data (RunLogger notes).
-NOTE_PREFIXES = ("stage ", "perceptual loss", "resuming from", "initialised from")
+NOTE_PREFIXES = TRAIN_NOTES
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

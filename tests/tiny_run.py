@@ -83,7 +83,7 @@ def tree(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, str]:
 
 
 # Lines the training CLI legitimately prints to stderr before it reaches a problem (RunLogger notes).
-TRAIN_NOTES = ("stage ", "perceptual loss", "resuming from", "initialised from")
+TRAIN_NOTES = ("stage ", "perceptual loss", "resuming from", "initialised from", "data: ")
 
 
 def one_error_line(rc: int, err: str, *needles: str, notes: tuple[str, ...] = ()) -> None:
