@@ -13,6 +13,9 @@
 # (`wildrayzer schedule --label-rounds`; ROUNDS=1: v0.7's schedule); stage 3 averages its weights (decay 0.99).
 # WINDOW="12 23" (default) samples stage 1's training views from windows of 12-23 frames, the test scenes' context
 # spans; the shipped stage 1 was trained on the tiny configs' 2-8 (WINDOW="2 8"; benchmarks/RESULTS.md v0.8).
+# STATIC_NEG=1 (default, as shipped since v1.0) mixes the generated static scenes into the stage 2 of every round
+# after the first (data.static_root, labelled static in every view; mask pos weight 6): the head then masks a third
+# as many tokens of scenes where nothing moves (benchmarks/RESULTS.md v1.0). STATIC_NEG=0: v0.8's schedule.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -28,6 +31,14 @@ read -r GAP_MIN GAP_MAX <<< "$WINDOW"
 OUT_DIR=${OUT_DIR:-experiments/gpu_schedule}
 EXPORT=${1:-checkpoints/wildrayzer_tiny_2view}
 WORKERS=${DATA_WORKERS:-8}
+STATIC_NEG=${STATIC_NEG:-1}
+NEG=()
+if [ "$STATIC_NEG" = 1 ]; then
+  for ((r = 2; r <= ROUNDS; r++)); do
+    NEG+=(--stage-override "2:$r" "data.static_root=data/synthetic_$SCENES/re10k_processed_v2"
+          --stage-override "2:$r" training.mask_pos_weight=6)
+  done
+fi
 ARCH="model.dim=192 model.heads=6 model.camera_layers=4 model.scene_layers=4 model.renderer_layers=4
   model.num_latents=128"
 
@@ -41,5 +52,5 @@ $PY -m wildrayzer schedule --out "$OUT_DIR" --train-scenes "$SCENES" --steps "$S
   --stage-override 1 training.lr_warmup=300 --stage-override 1 data.num_workers="$WORKERS" \
   --stage-override 1 training.checkpoint_every=1000 --stage-override 1 training.ema_decay="$EMA" \
   --stage-override 1 data.frame_gap_min="$GAP_MIN" --stage-override 1 data.frame_gap_max="$GAP_MAX" \
-  --stage-override 3 training.ema_decay=0.99 \
+  --stage-override 3 training.ema_decay=0.99 "${NEG[@]}" \
   $ARCH training.device="$DEVICE" logging.progress=false logging.tensorboard=false
