@@ -20,6 +20,8 @@ small, a masked model cannot beat the unmasked one by more than that, however go
 
 from __future__ import annotations
 
+import statistics
+
 import torch
 
 from ..errors import UserError
@@ -46,9 +48,7 @@ def paired_difference(summary: dict, condition: str, key: str = "psnr_static",
     diffs = [a[s][key] - b[s][key] for s in a if s in b and a[s].get(key) is not None and b[s].get(key) is not None]
     if len(diffs) < 2:
         return None
-    mean = sum(diffs) / len(diffs)
-    var = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
-    return mean, (var / len(diffs)) ** 0.5
+    return statistics.fmean(diffs), statistics.stdev(diffs) / len(diffs) ** 0.5
 
 
 def _render(pipe, images, sem, vc: int, apply_mae: bool, motion_probs=None, cameras=None):
