@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     for m in models:
         pipe = Pipeline.load(m, device="cpu")
         # mixing needs the model's own masks: a model without a motion estimator (stage 1) gets n/a there
-        own = tuple(args.mix) if getattr(pipe.model, "motion", None) is not None else ()
+        own = tuple(args.mix) if pipe.model.motion is not None else ()
         summary = masking_headroom(pipe, dataset, args.max_scenes, mix=own)
         row = {"model": m, "scenes": summary["as_given"]["num_scenes"],
                **{key: {c: summary[c]["mean"].get(key) if c in summary else None for c in [*LABELS, *mix]}
