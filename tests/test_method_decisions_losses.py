@@ -291,8 +291,14 @@ def test_labels_join_paste_masks_and_only_reliable_or_pasted_views_are_supervise
 
 def test_scenes_known_to_be_static_are_labelled_static_in_every_view_but_where_pasted(monkeypatch):
     """data.static_root: a static scene's views are all supervised (context ones too) with its paste masks as the
-    whole motion, whatever its pseudo-masks say; a dynamic scene in the same batch keeps its pseudo-labels."""
+    whole motion, whatever its pseudo-masks say; a dynamic scene in the same batch keeps its pseudo-labels. The
+    constructor only sees the scenes that may move (its labels for a scene do not depend on the batch: pinned in
+    test_pseudolabel_constructor.py), and a batch of static scenes does not call it."""
+    seen = []
+
     def fake(renders, targets, backbone, cfg, seed=0, target_feats=None):
+        seen.append(len(targets))
+        assert renders.shape == targets.shape
         masks = torch.zeros_like(targets[:, :, :1])
         masks[..., :2, :] = 1.0  # every target "moves" in rows 0-1
         return masks, torch.ones(targets.shape[:2], dtype=torch.bool)
@@ -311,3 +317,7 @@ def test_scenes_known_to_be_static_are_labelled_static_in_every_view_but_where_p
                               cfg)
     assert torch.equal(labels[1], paste[1]) and valid[1].all()
     assert (labels[0, 2:, :, :2] == 1).all() and not valid[0, 0]
+    assert seen == [1, 1]
+    labels, valid = st.labels(torch.zeros(2, 3, 3, 8, 8), {"images": x, "static_scene": torch.tensor([True, True])},
+                              cfg)
+    assert seen == [1, 1] and valid.all() and labels.sum() == 0

@@ -111,11 +111,17 @@ class MotionStageBase:
         labels = images.new_zeros(b, v, 1, h, w)
         valid = torch.zeros(b, v, dtype=torch.bool, device=images.device)
         paste = batch.get("paste_masks")
+        static = batch.get("static_scene")  # (B,) bool: scenes known to be static (data.static_root)
+        static = None if static is None else static.to(valid.device).bool()
         if cfg.model.use_dinov3_pseudolabel:
-            masks, reliable = pseudo_masks_for_batch(static_renders, images[:, vc:], self.semantic, cfg,
-                                                     target_feats=None if feats is None else feats[:, vc:])
-            labels[:, vc:] = masks.to(labels)
-            valid[:, vc:] = reliable.to(valid.device)
+            # the constructor (clustering, GrabCut) runs only on scenes that may move: a static scene's labels are
+            # replaced below; the constructor is seeded per scene, so the others' labels do not depend on the subset
+            rows = torch.arange(b, device=valid.device) if static is None else (~static).nonzero().squeeze(1)
+            if len(rows):
+                masks, reliable = pseudo_masks_for_batch(static_renders[rows], images[rows, vc:], self.semantic, cfg,
+                                                         target_feats=None if feats is None else feats[rows, vc:])
+                labels[rows, vc:] = masks.to(labels)
+                valid[rows, vc:] = reliable.to(valid.device)
         if paste is not None:
             labels = torch.maximum(labels, paste.to(labels))
             pasted = paste.flatten(2).amax(-1) > 0  # (B, V)
@@ -123,9 +129,7 @@ class MotionStageBase:
                 valid[:, vc:] = valid[:, vc:] | pasted[:, vc:].to(valid.device)
             else:  # copy-paste is the only supervision: every view with a known paste mask is labelled
                 valid = torch.ones_like(valid)
-        static = batch.get("static_scene")  # (B,) bool: scenes known to be static (data.static_root)
         if static is not None:
-            static = static.to(valid.device).bool()
             known = paste.to(labels) if paste is not None else torch.zeros_like(labels)
             labels = torch.where(static[:, None, None, None, None].to(labels.device), known, labels)
             valid = valid | static[:, None]
