@@ -95,3 +95,23 @@ def test_paired_difference_is_the_mean_and_standard_error_of_per_scene_differenc
     assert mean == pytest.approx(4.0 / 3.0) and se == pytest.approx((7.0 / 3.0 / 3.0) ** 0.5)  # diffs 1, 0, 3
     assert paired_difference(summary, "gt_masks") is None  # one common scene: no spread to estimate
     assert paired_difference(summary, "transient_free") is None
+
+
+
+def test_pipeline_run_uses_the_semantic_features_it_is_given(data_root):
+    """headroom computes the context's features once and hands them to Pipeline.run: the same prediction as when
+    run computes them itself, and they really are the ones used."""
+    from wildrayzer.semantic import build_semantic_backbone
+
+    cfg = load_config(INFER_CFG, [f"data.root={data_root / 'dynamic_re10k'}", *MODEL, "model.use_motion_mask=true"])
+    semantic = build_semantic_backbone(cfg.semantic).eval()
+    torch.manual_seed(0)
+    model = WildRayZerModel(cfg.model, semantic_dim=semantic.out_dim).eval()
+    pipe = Pipeline(model, semantic, cfg, torch.device("cpu"), Path("in-memory"))
+    images = build_dataset(cfg, "eval")[0]["images"][None]
+    sem = pipe.semantic_features(images[:, :pipe.num_context])
+    plain, shared = pipe.run(images), pipe.run(images, semantic_feats=sem)
+    for key in ("motion_probs", "renders"):
+        assert torch.equal(plain[key], shared[key])
+    other = pipe.run(images, semantic_feats=torch.zeros_like(sem))
+    assert not torch.equal(other["motion_probs"], plain["motion_probs"])

@@ -95,7 +95,7 @@ def masking_headroom(pipe, dataset, max_scenes: int = 0, progress: bool = True, 
         sem = pipe.semantic_features(images[:, :vc])  # shared by every condition that sees the real context
         cams = item_cameras(pipe.model, item, pipe.device)
         # The as-given render; its context motion probabilities (at the images' resolution) are the own masks.
-        given = pipe.run(images, cameras=cams, apply_mae=False)
+        given = pipe.run(images, cameras=cams, apply_mae=False, semantic_feats=sem)
         own = given["motion_probs"][0, :vc].float().cpu() if given["motion_probs"] is not None else None
         gt = item["motion_masks"][:vc].float()  # (Vc, 1, H, W)
         for c in conditions:

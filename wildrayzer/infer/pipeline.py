@@ -99,14 +99,16 @@ class Pipeline:
             raise ConfigError(f"images must be {size}x{size} for this checkpoint; got {tuple(images.shape[-2:])}")
 
     @torch.no_grad()
-    def run(self, images: Tensor, cameras: dict | None = None, apply_mae: bool | None = None) -> dict:
+    def run(self, images: Tensor, cameras: dict | None = None, apply_mae: bool | None = None,
+            semantic_feats: Tensor | None = None) -> dict:
         """images: (B, V, 3, H, W) in [0, 1], context first -> the model's prediction dict, plus ``motion_probs``
         (B, Vc, 1, H, W) or None. With V == num_context only cameras, masks and the scene are predicted.
         cameras: {"c2w": (B, V, 4, 4), "fxfycxcy": (B, V, 4) pixels}, needed by a posed model (``posed``).
-        apply_mae: token masking on/off for this call; None = the checkpoint's own setting."""
+        apply_mae: token masking on/off for this call; None = the checkpoint's own setting.
+        semantic_feats: the context views' :meth:`semantic_features` when the caller already has them, else None."""
         self.check_images(images)
         images = images.to(self.device, torch.float32)
-        sem = self.semantic_features(images[:, : self.num_context])
+        sem = self.semantic_features(images[:, : self.num_context]) if semantic_feats is None else semantic_feats
         with_targets = images.shape[1] > self.num_context
         if cameras is not None:
             cameras = {k: cameras[k].to(self.device, torch.float32) for k in ("c2w", "fxfycxcy")}
