@@ -291,9 +291,9 @@ def test_labels_join_paste_masks_and_only_reliable_or_pasted_views_are_supervise
 
 def test_scenes_known_to_be_static_are_labelled_static_in_every_view_but_where_pasted(monkeypatch):
     """data.static_root: a static scene's views are all supervised (context ones too) with its paste masks as the
-    whole motion, whatever its pseudo-masks say; a dynamic scene in the same batch keeps its pseudo-labels. The
-    constructor only sees the scenes that may move (its labels for a scene do not depend on the batch: pinned in
-    test_pseudolabel_constructor.py), and a batch of static scenes does not call it."""
+    whole motion: the pseudo-label constructor only sees the scenes that may move (its labels for a scene do not
+    depend on the batch: pinned in test_pseudolabel_constructor.py), a batch of static scenes does not call it, and a
+    dynamic scene in the same batch keeps its pseudo-labels."""
     seen = []
 
     def fake(renders, targets, backbone, cfg, seed=0, target_feats=None):

@@ -322,7 +322,7 @@ DECISIONS: list[Flip] = [
          "a context view's own transients are in its render, so no pseudo-label finds them, and a paste mask alone "
          "would teach them as static (stage-2 mask IoU 0.39 -> 0.44 with GT target labels)"),
     Flip("pseudo-valid-is-reliable", PSEUDO, "wildrayzer/train/stage2.py",
-         "valid[:, vc:] = reliable.to(valid.device)", "valid[:, vc:] = True",
+         "valid[rows, vc:] = reliable.to(valid.device)", "valid[rows, vc:] = True",
          (L + "test_labels_join_paste_masks_and_only_reliable_or_pasted_views_are_supervised",
           P + "test_a_target_whose_static_render_fails_the_psnr_filter_contributes_no_bce"),
          "a target's pseudo-mask is supervised only when it is reliable", "the PSNR filter's verdict reaches the BCE"),
@@ -336,8 +336,7 @@ DECISIONS: list[Flip] = [
          "a target with a pasted object is supervised even if its pseudo-mask is unreliable",
          "the paste mask is exact whatever the static render's quality"),
     Flip("static-scenes-labelled-static", PASTE, "wildrayzer/train/stage2.py",
-         "labels = torch.where(static[:, None, None, None, None].to(labels.device), known, labels)",
-         "labels = labels",
+         "else (~static).nonzero().squeeze(1)", "else torch.arange(b, device=valid.device)",
          (L + "test_scenes_known_to_be_static_are_labelled_static_in_every_view_but_where_pasted",),
          "a scene known to be static (data.static_root) is labelled by its paste masks alone",
          "pseudo-labels also flag static content the renderer gets wrong; a static scene's views are the negatives "

@@ -114,8 +114,8 @@ class MotionStageBase:
         static = batch.get("static_scene")  # (B,) bool: scenes known to be static (data.static_root)
         static = None if static is None else static.to(valid.device).bool()
         if cfg.model.use_dinov3_pseudolabel:
-            # the constructor (clustering, GrabCut) runs only on scenes that may move: a static scene's labels are
-            # replaced below; the constructor is seeded per scene, so the others' labels do not depend on the subset
+            # only scenes that may move get pseudo-masks: a static scene's labels are its paste masks alone (below),
+            # and the constructor (clustering, GrabCut) is seeded per scene, so the others' do not depend on the subset
             rows = torch.arange(b, device=valid.device) if static is None else (~static).nonzero().squeeze(1)
             if len(rows):
                 masks, reliable = pseudo_masks_for_batch(static_renders[rows], images[rows, vc:], self.semantic, cfg,
@@ -129,9 +129,7 @@ class MotionStageBase:
                 valid[:, vc:] = valid[:, vc:] | pasted[:, vc:].to(valid.device)
             else:  # copy-paste is the only supervision: every view with a known paste mask is labelled
                 valid = torch.ones_like(valid)
-        if static is not None:
-            known = paste.to(labels) if paste is not None else torch.zeros_like(labels)
-            labels = torch.where(static[:, None, None, None, None].to(labels.device), known, labels)
+        if static is not None:  # nothing else moves there: every view is supervised, context ones too
             valid = valid | static[:, None]
         return labels, valid
 
