@@ -97,7 +97,6 @@ def test_paired_difference_is_the_mean_and_standard_error_of_per_scene_differenc
     assert paired_difference(summary, "transient_free") is None
 
 
-
 def test_pipeline_run_uses_the_semantic_features_it_is_given(data_root):
     """headroom computes the context's features once and hands them to Pipeline.run: the same prediction as when
     run computes them itself, and they really are the ones used."""
