@@ -28,8 +28,6 @@ from tiny_run import INFER_CFG, MODEL, NO_MOTION, PY, QUIET, REPO, TRAIN_CFG, TR
 
 # Files whose presence marks finished work: a run to resume, a finished scene, a finished report.
 FINISHED_MARKERS = ("ckpt_LATEST", "*.safetensors", "scene.json", "index.html", "metrics.json")
-# Lines the training CLI legitimately prints to stderr before it reaches the data (RunLogger notes).
-NOTE_PREFIXES = TRAIN_NOTES
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -395,7 +393,7 @@ def _verify(d: Path, exp: Expect, r: subprocess.CompletedProcess, early: bool = 
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("error: ")]
         assert len(errors) == 1 and lines[-1] == errors[0], detail  # one error line, and it is the last thing said
-        assert all(ln.startswith(NOTE_PREFIXES) for ln in lines[:-1]), detail  # before it: only training notes
+        assert all(ln.startswith(TRAIN_NOTES) for ln in lines[:-1]), detail  # before it: only training notes
         for needle in exp.needles:
             assert needle in errors[0], f"'{needle}' not in the message{detail}"
         assert len(errors[0]) < 600, detail

@@ -37,14 +37,16 @@ WORKERS=${DATA_WORKERS:-8}
 STATIC_NEG=${STATIC_NEG:-1}
 LATE_S3=${LATE_S3:-1}
 STATIC_DIR=data/synthetic_$SCENES/re10k_processed_v2
-NEG=()
+LATER_ROUNDS=()  # overrides of the rounds after the first (STATIC_NEG, LATE_S3)
 for ((r = 2; r <= ROUNDS; r++)); do
   if [ "$STATIC_NEG" = 1 ]; then
-    NEG+=(--stage-override "2:$r" "data.static_root=$STATIC_DIR" --stage-override "2:$r" training.mask_pos_weight=6)
+    LATER_ROUNDS+=(--stage-override "2:$r" "data.static_root=$STATIC_DIR"
+                   --stage-override "2:$r" training.mask_pos_weight=6)
   fi
   if [ "$LATE_S3" = 1 ]; then
-    NEG+=(--stage-override "3:$r" data.frame_gap_min=12 --stage-override "3:$r" data.frame_gap_max=23
-          --stage-override "3:$r" "data.static_root=$STATIC_DIR" --stage-override "3:$r" data.static_fraction=0.25)
+    LATER_ROUNDS+=(--stage-override "3:$r" data.frame_gap_min=12 --stage-override "3:$r" data.frame_gap_max=23
+                   --stage-override "3:$r" "data.static_root=$STATIC_DIR"
+                   --stage-override "3:$r" data.static_fraction=0.25)
   fi
 done
 ARCH="model.dim=192 model.heads=6 model.camera_layers=4 model.scene_layers=4 model.renderer_layers=4
@@ -60,5 +62,5 @@ $PY -m wildrayzer schedule --out "$OUT_DIR" --train-scenes "$SCENES" --steps "$S
   --stage-override 1 training.lr_warmup=300 --stage-override 1 data.num_workers="$WORKERS" \
   --stage-override 1 training.checkpoint_every=1000 --stage-override 1 training.ema_decay="$EMA" \
   --stage-override 1 data.frame_gap_min="$GAP_MIN" --stage-override 1 data.frame_gap_max="$GAP_MAX" \
-  --stage-override 3 training.ema_decay=0.99 "${NEG[@]}" \
+  --stage-override 3 training.ema_decay=0.99 "${LATER_ROUNDS[@]}" \
   $ARCH training.device="$DEVICE" logging.progress=false logging.tensorboard=false
