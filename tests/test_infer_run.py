@@ -273,6 +273,51 @@ def test_torchrun_two_processes_match_one(setup, first_run, tmp_path):
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == SCENES
 
 
+TEARDOWN_PROBE = """
+import sys, time
+import wildrayzer.distributed as d
+import wildrayzer.infer.run as r
+log, finalize, cleanup = sys.argv[1], r.finalize, d.cleanup
+
+def slow_finalize(*a, **k):
+    time.sleep(1.0)  # a report that takes a while to write
+    out = finalize(*a, **k)
+    open(log, "a").write(f"finalized {time.time()}\\n")
+    if "fail" in log:
+        raise r.UserError("report failed")
+    return out
+
+def logged_cleanup():
+    open(log, "a").write(f"cleanup {time.time()}\\n")
+    cleanup()
+
+r.finalize, d.cleanup = slow_finalize, logged_cleanup
+from wildrayzer.cli import main
+sys.exit(main(["infer", *sys.argv[2:]]))
+"""
+
+
+@pytest.mark.parametrize("outcome", ["ok", "fail"])
+def test_no_rank_leaves_the_group_while_rank_0_writes_the_report(setup, tmp_path, outcome):
+    """Rank 1 once destroyed the gloo group while rank 0 still wrote the report and aborted at exit; every rank now
+    waits for the report (written or failed) before teardown, and a failed report still fails the run with its
+    message."""
+    probe, log = tmp_path / "probe.py", tmp_path / f"teardown_{outcome}.log"
+    probe.write_text(TEARDOWN_PROBE)
+    cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2", str(probe),
+           str(log), *infer_args(setup, tmp_path / "out")[1:]]
+    res = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                         timeout=300)
+    events = [(name, float(t)) for name, t in (line.split() for line in log.read_text().splitlines())]
+    assert [n for n, _ in events].count("cleanup") == 2 and [n for n, _ in events].count("finalized") == 1
+    finalized = next(t for n, t in events if n == "finalized")
+    assert all(t >= finalized for n, t in events if n == "cleanup"), events
+    if outcome == "ok":
+        assert res.returncode == 0, res.stderr[-3000:]
+    else:
+        assert res.returncode != 0 and "error: report failed" in res.stderr, res.stderr[-3000:]
+
+
 @pytest.mark.parametrize("option, message", [
     ("inference.split=train", "inference.split=train but data.split=test: the evaluated split is data.split"),
     ("inference.batch_size=4", "inference.batch_size=4 is not supported"),

@@ -103,7 +103,7 @@ def check_scene_targets(out_root: Path, dirs: list[str]) -> None:
 def run_inference(cfg, progress: bool = True) -> dict:
     """Evaluate ``cfg.inference.model_path`` on ``cfg.data`` (eval mode). Returns the summary (rank 0)."""
     from ..data import build_dataset
-    from ..distributed import barrier, cleanup, gather_objects, init_distributed
+    from ..distributed import barrier, cleanup, init_distributed
     from .lpips import maybe_load_lpips
     from .pipeline import Pipeline, check_checkpoint_exists
 
@@ -147,11 +147,19 @@ def run_inference(cfg, progress: bool = True) -> dict:
                 print(f"warning: scene {names[i]} could not be loaded; left out", file=sys.stderr)
                 continue
             write_scene(pipe, item, out_root, dirs[i], cfg, lpips_model, run_key=key)
+        barrier(info)  # every scene is written before rank 0 merges them
+        summary, failure = {}, None
+        if info.is_main:
+            try:
+                summary = finalize(out_root, dirs, cfg)
+            except Exception as e:  # re-raised below, once the other ranks are no longer waiting for this one
+                failure = e
+        # No rank leaves the gloo group while rank 0 is still writing the report: a rank that destroyed it early
+        # aborted once at exit ("terminate called without an active exception"), failing a finished run.
         barrier(info)
-        gather_objects(None, info)
-        if not info.is_main:
-            return {}
-        return finalize(out_root, dirs, cfg)
+        if failure is not None:
+            raise failure
+        return summary
     finally:
         cleanup()
 
