@@ -54,8 +54,8 @@ def init_distributed(device_choice: str = "auto") -> DistInfo:
 
 def cleanup() -> None:
     """Leave the process group, freeing unreachable DDP wrappers (and their reducers' gloo work) first. Twice in
-    ``make test`` a finished 2-process gloo run aborted at exit ("terminate called without an active exception"):
-    once in training, once in inference where rank 1 left the group while rank 0 still wrote the report. Neither
+    ``make test`` a finished 2-process gloo run aborted at exit ("terminate called without an active exception"),
+    the second time in inference, where rank 1 left the group while rank 0 still wrote the report. Neither
     reproduced on demand; callers meet in a barrier right before this (tested for inference) so that no rank tears
     gloo down while another still works."""
     if dist.is_initialized():
