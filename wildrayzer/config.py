@@ -3,8 +3,8 @@
 Loading order: schema defaults <- YAML file (which may name a ``base:`` file it extends, recursively) <- dotlist
 overrides (``training.lr=2e-4``). The result is an OmegaConf ``DictConfig`` in struct mode: reading or writing an
 unknown key is an error. Unknown keys and wrong types are reported as one line naming the key (and the closest valid
-key), raised as :class:`~wildrayzer.errors.ConfigError`. Value checks live in :mod:`wildrayzer.config_checks`, the bounded
-YAML reader in :mod:`wildrayzer.yaml_bounded`.
+key), raised as :class:`~wildrayzer.errors.ConfigError`. Value checks live in :mod:`wildrayzer.config_checks`, the
+bounded YAML reader in :mod:`wildrayzer.yaml_bounded`.
 """
 
 from __future__ import annotations
