@@ -55,9 +55,10 @@ class SynthParams:
     res: int = 64
     seed: int = 0
     coco_images: int = 24
-    # Metres ahead of the camera where a transient's path starts. 0.6-1.5 m: people walking close to the camera, 11-14 %
-    # of the context pixels on average (0-33 % per scene); at 1.5-4 m (before v0.6) 7.5 %, too little to cost a good
-    # static model more than 0.3 dB (benchmarks/RESULTS.md, v0.6: "The dynamic split now makes transients matter").
+    # Metres ahead of the camera where a transient's path starts. 0.6-1.5 m: people walking close to the camera, 10.3 %
+    # of the 48 test scenes' context pixels on average (0-33 % per scene); at 1.5-4 m (before v0.6) 7.5 %, too little
+    # to cost a good static model more than 0.3 dB (benchmarks/RESULTS.md, v0.6: "The dynamic split now makes transients
+    # matter"). Nearer (0.5-1.0 m) they leave the frame sooner and cover no more (v1.2 part 3).
     transient_distance: tuple[float, float] = TRANSIENT_DISTANCE
     # Metres a transient's path covers over the clip (start to end). 1.5-4 m: people walk faster than the camera
     # (which covers 1-4 m); at 0.6-2.2 m (before v0.7) a transient overlapped its own position in the context views,
