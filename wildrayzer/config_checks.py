@@ -13,7 +13,7 @@ from .errors import ConfigError
 
 MODEL_PARTS = ("tokenizer", "camera", "scene", "renderer", "motion", "noise_token")  # top-level parts of WildRayZer
 
-CHOICES = {
+_CHOICES = {
     "semantic.backbone": ("dinov3", "efficientnet_lite0", "none"),
     "data.dataset": ("lvsm", "dynamic"),
     "data.on_error": ("raise", "skip"),
@@ -29,7 +29,7 @@ CHOICES = {
 
 # Sane bounds, checked before anything is allocated (a config in a checkpoint header is untrusted input too):
 # key -> (smallest, largest). Floats must also be finite.
-RANGES = {
+_RANGES = {
     "model.image_size": (1, 4096), "model.patch_size": (1, 256), "model.dim": (4, 16384), "model.heads": (1, 1024),
     "model.motion_heads": (0, 1024), "model.motion_upsample_steps": (0, 6), "model.mask_token_threshold": (0.0, 1.0),
     "model.mlp_ratio": (0.25, 16.0), "model.camera_layers": (0, 256),
@@ -53,8 +53,8 @@ RANGES = {
 }
 
 
-def check_ranges(cfg: DictConfig) -> None:
-    for key, (lo, hi) in RANGES.items():
+def _check_ranges(cfg: DictConfig) -> None:
+    for key, (lo, hi) in _RANGES.items():
         value = OmegaConf.select(cfg, key)
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"config key '{key}' must be a finite number; got {value}")
@@ -64,11 +64,11 @@ def check_ranges(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Value checks that types alone cannot express; each failure is one line naming the key."""
-    for key, choices in CHOICES.items():
+    for key, choices in _CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in choices:
             raise ConfigError(f"config key '{key}' must be one of {', '.join(choices)}; got '{value}'")
-    check_ranges(cfg)
+    _check_ranges(cfg)
     m = cfg.model
     if m.image_size % m.patch_size:
         raise ConfigError(f"model.image_size={m.image_size} is not a multiple of model.patch_size={m.patch_size}")
