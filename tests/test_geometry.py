@@ -148,6 +148,25 @@ def test_rotation_angle():
     assert G.rotation_angle_deg(torch.eye(3, dtype=torch.float64), rz).item() == pytest.approx(math.degrees(0.3))
 
 
+def test_yaw_round_trip_composition_and_direction():
+    deg = torch.tensor([-170.0, -30.0, -0.5, 0.0, 12.5, 90.0, 179.0], dtype=torch.float64)
+    rot = G.yaw_matrix(deg)  # (7, 3, 3)
+    assert torch.allclose(rot @ rot.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand(7, 3, 3), atol=1e-12)
+    assert torch.allclose(torch.linalg.det(rot), torch.ones(7, dtype=torch.float64))
+    assert torch.allclose(G.yaw_deg(rot), deg, atol=1e-9)
+    assert torch.allclose(G.rotation_angle_deg(torch.eye(3, dtype=torch.float64), rot), deg.abs(), atol=1e-5)
+    a, b = torch.tensor(20.0, dtype=torch.float64), torch.tensor(-55.0, dtype=torch.float64)
+    assert torch.allclose(G.yaw_matrix(a) @ G.yaw_matrix(b), G.yaw_matrix(a + b), atol=1e-12)
+    # a positive yaw turns the camera's forward (z) axis towards its right (x); the vertical (y) axis stays
+    fwd = G.yaw_matrix(torch.tensor(30.0, dtype=torch.float64))[:, 2]
+    assert fwd[0] > 0.49 and fwd[1] == 0 and fwd[2] > 0.86
+    # a pitch (about x) has no yaw; yaw then pitch keeps the yaw
+    pitch = torch.tensor([[1, 0, 0], [0, math.cos(0.4), -math.sin(0.4)], [0, math.sin(0.4), math.cos(0.4)]],
+                         dtype=torch.float64)
+    assert G.yaw_deg(pitch).item() == pytest.approx(0.0, abs=1e-9)
+    assert G.yaw_deg(G.yaw_matrix(a) @ pitch).item() == pytest.approx(20.0)
+
+
 def test_slerp_and_interpolation_hit_endpoints_and_stay_rigid():
     c2w = random_c2w(3)
     path = G.interpolate_c2w(c2w, 9)

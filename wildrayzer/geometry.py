@@ -168,6 +168,21 @@ def rotation_angle_deg(rot_a: Tensor, rot_b: Tensor) -> Tensor:
     return torch.rad2deg(torch.acos(cos))
 
 
+def yaw_matrix(deg: Tensor) -> Tensor:
+    """Rotation about the camera's y (down) axis by ``deg`` degrees; positive turns the view from z towards x
+    (to the right in the image). deg: (...) -> (..., 3, 3)."""
+    t = torch.deg2rad(deg)
+    c, s, zero, one = torch.cos(t), torch.sin(t), torch.zeros_like(t), torch.ones_like(t)
+    return torch.stack([torch.stack([c, zero, s], -1), torch.stack([zero, one, zero], -1),
+                        torch.stack([-s, zero, c], -1)], -2)
+
+
+def yaw_deg(rot: Tensor) -> Tensor:
+    """Signed yaw of a rotation, as :func:`yaw_matrix` defines it (exact for a pure yaw; for any rotation the angle
+    of its z axis about y, in (-180, 180]). rot: (..., 3, 3) -> (...) degrees."""
+    return torch.rad2deg(torch.atan2(rot[..., 0, 2], rot[..., 2, 2]))
+
+
 def pose_errors_sim3(pred_c2w: Tensor, ref_c2w: Tensor) -> dict[str, float]:
     """Pose error of one scene's predicted cameras after Sim(3) alignment of the centres.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import UserError
 
 SCRIPTS = {"speed": "speed.py", "quality": "quality.py", "synth": "bench_synth.py",
-           "pseudolabel": "bench_pseudolabel.py", "headroom": "mask_headroom.py"}
+           "pseudolabel": "bench_pseudolabel.py", "headroom": "mask_headroom.py", "poses": "pose_probe.py"}
 
 
 def main(argv: list[str]) -> int:
