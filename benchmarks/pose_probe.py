@@ -74,5 +74,5 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    torch.set_grad_enabled(False)
-    sys.exit(main())
+    with torch.no_grad():  # not a global switch: `wildrayzer bench` runs this in the caller's process
+        sys.exit(main())

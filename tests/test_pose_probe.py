@@ -113,5 +113,6 @@ def test_bench_poses_writes_its_table(posed, tmp_path, monkeypatch):
     rc, stdout, _ = run_cli(["bench", "poses", str(ckpt), "--out", str(out), *MODEL,
                              f"data.root={posed[2] / 're10k_processed_v2'}"])
     assert rc == 0
+    assert torch.is_grad_enabled()  # the script ran in this process and left autograd as it found it
     md = (out / "poses.md").read_text()
     assert md.startswith("| model | scenes | rot err (deg) |") and str(ckpt) in md and md in stdout

@@ -10,6 +10,8 @@ import runpy
 import sys
 from pathlib import Path
 
+import torch
+
 from ..errors import UserError
 
 SCRIPTS = {"speed": "speed.py", "quality": "quality.py", "synth": "bench_synth.py",
@@ -26,12 +28,13 @@ def main(argv: list[str]) -> int:
     script = Path("benchmarks") / SCRIPTS[argv[0]]
     if not script.is_file():
         raise UserError(f"{script} not found: run 'wildrayzer bench' from the repository root")
-    old = sys.argv
+    old, grad = sys.argv, torch.is_grad_enabled()
     sys.argv = [str(script), *argv[1:]]
     try:
         runpy.run_path(str(script), run_name="__main__")
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 1
-    finally:
+    finally:  # the script ran in this process: whatever it switched globally is switched back
         sys.argv = old
+        torch.set_grad_enabled(grad)
     return 0
