@@ -7,10 +7,10 @@
 MODEL is a run dir, checkpoint or pretrained dir. For each: the rotation error against identity's, the correlation
 and sign agreement of predicted and true yaw, the predicted rotations' size against the true ones, how well the
 predicted cameras order the targets between the context views (by their step along the context baseline, and by
-their turn), and how much the renderer reacts to a turned or stepped target camera (see
-:mod:`wildrayzer.infer.pose_probe`). Data: the static test of ``configs/tiny/wildrayzer_stage1_pretrain.yaml``
-(``data.split=test``) plus the overrides, e.g. ``data.root=DIR`` for a larger generated test set. Results:
-``<out>/poses.json`` and ``poses.md``.
+their turn), and how much the renderer reacts to a turned or stepped target camera, or to every target given the
+first context view's camera (see :mod:`wildrayzer.infer.pose_probe`). Data: the static test of
+``configs/tiny/wildrayzer_stage1_pretrain.yaml`` (``data.split=test``) plus the overrides, e.g. ``data.root=DIR``
+for a larger generated test set. Results: ``<out>/poses.json`` and ``poses.md``.
 """
 
 from __future__ import annotations
