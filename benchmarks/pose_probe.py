@@ -28,7 +28,9 @@ from quality import fmt, machine, write_results  # noqa: E402
 COLUMNS = [("rotation_error_deg", "rot err (deg)", 2), ("identity_rotation_error_deg", "identity (deg)", 2),
            ("yaw_corr", "yaw corr", 2), ("yaw_sign_agreement", "yaw sign agrees", 2),
            ("rotation_size_ratio", "pred/true angle", 2), ("progress_step_rank_corr", "order by step", 2),
-           ("progress_turn_rank_corr", "order by turn", 2), ("turn_change", "turn: change (0-255)", 1),
+           ("progress_turn_rank_corr", "order by turn", 2),
+           ("order_follows_image", "reversed: follows image", 2), ("order_follows_slot", "reversed: follows slot", 2),
+           ("turn_change", "turn: change (0-255)", 1),
            ("turn_psnr_drop", "turn: dB lost", 2), ("step_change", "step: change (0-255)", 1),
            ("step_psnr_drop", "step: dB lost", 2), ("first_view_psnr_drop", "targets at 1st view: dB lost", 2)]
 

@@ -114,6 +114,32 @@ def test_train_sampling_is_seeded_and_windowed(tree):
     assert [a[i]["frame_idx"].tolist() for i in range(3)] != first
 
 
+def test_shuffled_targets_are_the_same_frames_in_random_order_and_only_in_training(tree):
+    """Sorted targets let a target's slot stand for its place in time; shuffled ones are the same frames (same window,
+    same draws), not in time order, with every item's images, cameras and frame indices permuted together."""
+    sorted_ds = build_dataset(make_cfg(tree / "re10k_processed_v2", tgt=4), "train", seed=3)
+    shuffled = build_dataset(make_cfg(tree / "re10k_processed_v2", "data.shuffle_targets=true", tgt=4), "train",
+                             seed=3)
+    plain = [sorted_ds[i]["frame_idx"].tolist() for _ in range(6) for i in range(len(sorted_ds))]
+    items = [shuffled[i] for _ in range(6) for i in range(len(shuffled))]
+    mixed = [it["frame_idx"].tolist() for it in items]
+    assert all(t == sorted(t) for idx in plain for t in [idx[2:]])
+    assert [m[:2] for m in mixed] == [p[:2] for p in plain]  # same windows
+    assert [sorted(m[2:]) for m in mixed] == [p[2:] for p in plain]  # same target frames
+    assert sum(m[2:] != sorted(m[2:]) for m in mixed) >= len(mixed) // 2  # 4 targets: sorted 1 time in 24
+    # the item's views follow its frame order: the same frame gives the same image and camera in both datasets
+    it = items[0]
+    by_frame = {f: k for k, f in enumerate(plain[0])}
+    first_sorted = build_dataset(make_cfg(tree / "re10k_processed_v2", tgt=4), "train", seed=3)[0]
+    for k, f in enumerate(it["frame_idx"].tolist()):
+        j = by_frame[f]
+        assert torch.equal(it["images"][k], first_sorted["images"][j])
+        assert torch.equal(it["c2w"][k], first_sorted["c2w"][j])
+    # evaluation ignores it: the index order stays
+    ev = make_cfg(tree / "re10k_processed_v2", "data.split=test", "data.shuffle_targets=true")
+    assert build_dataset(ev, "eval")[0]["frame_idx"].tolist() == [0, 8, 1, 4, 7]
+
+
 def test_eval_uses_view_index_and_skips_null(tree):
     split = tree / "dynamic_re10k" / "test"
     table = json.loads((split / "dre10k_final_context_2_view_idx.json").read_text())

@@ -13,7 +13,7 @@ from wildrayzer.data import build_dataset
 from wildrayzer.errors import UserError
 from wildrayzer.geometry import make_pose, yaw_matrix
 from wildrayzer.infer.pipeline import Pipeline
-from wildrayzer.infer.pose_probe import pose_probe, scene_probe, summarise
+from wildrayzer.infer.pose_probe import order_follows, pose_probe, scene_probe, summarise
 from wildrayzer.model import WildRayZerModel
 
 MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0], dtype=torch.float64))
@@ -99,6 +99,26 @@ def test_a_posed_model_reproduces_the_dataset_cameras_and_its_renderer_reacts_to
     still = pose_probe(pipe, ds, progress=False, turn_deg=0.0, step=0.0)
     assert still["turn_change"] == 0.0 and still["step_change"] == 0.0 and still["turn_psnr_drop"] == 0.0
     assert "turn_change" not in pose_probe(pipe, ds, progress=False, sensitivity=False)
+
+
+def test_reversed_targets_tell_image_following_from_slot_following_cameras(posed):
+    """A posed model's cameras are the images' own: reversed, each keeps its place (image = 1). An estimator that
+    returns one pose per slot whatever the images (here: the time-ordered true cameras) keeps the slot's (slot = 1)."""
+    pipe, ds, _ = posed
+    item = ds[0]
+    vc = pipe.num_context
+    places = scene_probe(item["c2w"], item["c2w"], vc)["progress_step"]
+    assert order_follows(pipe, item, places) == {"image": pytest.approx(1.0), "slot": pytest.approx(-1.0, abs=0.3)}
+
+    class PerSlot:  # the same cameras for every input, like an estimator that reads only the view index
+        num_context, model, device = vc, pipe.model, pipe.device
+
+        @staticmethod
+        def run(images, cameras=None, apply_mae=None):
+            return {"cameras": {"c2w": item["c2w"][None]}}
+
+    assert order_follows(PerSlot, item, places)["slot"] == pytest.approx(1.0)
+    assert pose_probe(pipe, ds, progress=False, sensitivity=False)["order_follows_image"] == pytest.approx(1.0)
 
 
 def test_an_empty_dataset_is_a_user_error(posed):

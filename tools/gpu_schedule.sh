@@ -19,6 +19,8 @@
 # LATE_S3=1 (default, as shipped since v1.1) trains the stage 3 of every round after the first on the test's
 # 12-23-frame windows with a quarter of its samples from the static scenes: +0.11 dB on the dynamic test, -0.17 dB on
 # the static test (benchmarks/RESULTS.md v1.1). LATE_S3=0: v1.0's schedule.
+# SHUFFLE_TARGETS=1 feeds stage 1 its targets in random order (data.shuffle_targets): every stage 1 so far learned a
+# pose per target slot instead of reading the images (benchmarks/RESULTS.md v1.3); default 0 until measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -36,6 +38,7 @@ EXPORT=${1:-checkpoints/wildrayzer_tiny_2view}
 WORKERS=${DATA_WORKERS:-8}
 STATIC_NEG=${STATIC_NEG:-1}
 LATE_S3=${LATE_S3:-1}
+SHUFFLE_TARGETS=${SHUFFLE_TARGETS:-0}
 STATIC_DIR=data/synthetic_$SCENES/re10k_processed_v2
 LATER_ROUNDS=()  # overrides of the rounds after the first (STATIC_NEG, LATE_S3)
 for ((r = 2; r <= ROUNDS; r++)); do
@@ -62,5 +65,6 @@ $PY -m wildrayzer schedule --out "$OUT_DIR" --train-scenes "$SCENES" --steps "$S
   --stage-override 1 training.lr_warmup=300 --stage-override 1 data.num_workers="$WORKERS" \
   --stage-override 1 training.checkpoint_every=1000 --stage-override 1 training.ema_decay="$EMA" \
   --stage-override 1 data.frame_gap_min="$GAP_MIN" --stage-override 1 data.frame_gap_max="$GAP_MAX" \
+  --stage-override 1 data.shuffle_targets="$([ "$SHUFFLE_TARGETS" = 1 ] && echo true || echo false)" \
   --stage-override 3 training.ema_decay=0.99 "${LATER_ROUNDS[@]}" \
   $ARCH training.device="$DEVICE" logging.progress=false logging.tensorboard=false

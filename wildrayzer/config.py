@@ -79,6 +79,11 @@ class DataConfig:
     view_idx_file: str = ""  # evaluation index JSON relative to <root>/<split>; "" = sample views
     frame_gap_min: int = 2  # training view sampling: window span in frames, min
     frame_gap_max: int = 24
+    # Training only: feed the targets in random order instead of time order. Sorted, a target's slot tells where it
+    # lies between the context views, and the camera estimator can learn a pose per slot instead of reading the
+    # images (`wildrayzer bench poses`: "reversed: follows slot"; benchmarks/RESULTS.md v1.3). Evaluation keeps the
+    # index file's order.
+    shuffle_targets: bool = False
     num_workers: int = 2
     on_error: str = "raise"  # raise | skip
     load_gt_masks: bool = True

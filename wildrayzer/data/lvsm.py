@@ -106,6 +106,7 @@ class LVSMDataset(Dataset):
         self.num_context, self.num_target = int(m.num_context_views), int(m.num_target_views)
         self.num_views = self.num_context + self.num_target
         self.gap_min, self.gap_max = int(d.frame_gap_min), int(d.frame_gap_max)
+        self.shuffle_targets = bool(d.shuffle_targets)
         self.seed = int(cfg.training.seed if seed is None else seed)
         self.epoch = 0
         self._draws = 0
@@ -298,8 +299,10 @@ class LVSMDataset(Dataset):
         else:  # the two ends of the window, further context views spread in between
             ctx = [start + int(round(x)) for x in np.linspace(0, gap, self.num_context)]
         pool = np.array([i for i in range(start, start + gap + 1) if i not in ctx])
-        tgt = rng.choice(pool, size=self.num_target, replace=len(pool) < self.num_target)
-        return ctx, sorted(int(t) for t in tgt)
+        tgt = sorted(int(t) for t in rng.choice(pool, size=self.num_target, replace=len(pool) < self.num_target))
+        if self.shuffle_targets:  # after the same draws as unshuffled, so the frames are the same
+            tgt = [tgt[int(j)] for j in rng.permutation(len(tgt))]
+        return ctx, tgt
 
     # ---------------------------------------------------------------- items
     def __len__(self) -> int:

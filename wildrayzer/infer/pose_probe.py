@@ -12,6 +12,8 @@ encode. Every pose is taken relative to the first context view, and the scenes' 
                    the predicted centre (``step``), and the target's rotation angle over the last context view's
                    (``turn``). Spearman rank correlations, since an order is what is asked. A model that orders its
                    targets along the path without the path's geometry scores high here and near zero on yaw;
+* ``order_follows`` the targets fed again in reverse order: does each target's predicted place stay with its image
+                   (``image``, as it should) or with its slot in the input (``slot``)?
 * ``sensitivity``  (optional) how much the renderer's output changes when every target camera turns by ``turn_deg``
                    about its own vertical axis, or steps ``step`` times the context baseline along its own x axis
                    (both signs averaged), or is replaced by the first context view's camera (``first_view``): mean
@@ -156,14 +158,36 @@ def pose_probe(pipe, dataset, max_scenes: int = 0, progress: bool = True, turn_d
     if "c2w" not in dataset[0]:
         raise UserError("poses: the dataset has no cameras to compare with (c2w); use a set with metadata, e.g. "
                         "data/synthetic/re10k_processed_v2")
-    scenes, sens = [], []
+    scenes, sens, follows = [], [], {"image": [], "slot": []}
     for i in scene_indices(dataset, max_scenes, progress, "poses"):
         item = dataset[i]
         out = pipe.run(item["images"][None], cameras=item_cameras(pipe.model, item, pipe.device), apply_mae=False)
         scenes.append(scene_probe(out["cameras"]["c2w"][0].cpu(), item["c2w"], pipe.num_context))
+        if item["images"].shape[0] > pipe.num_context + 1:
+            for k, r in order_follows(pipe, item, scenes[-1]["progress_step"]).items():
+                if r is not None:
+                    follows[k].append(r)
         if sensitivity and item["images"].shape[0] > pipe.num_context:
             sens.append(renderer_sensitivity(pipe, item, out, turn_deg, step))
     result = summarise(scenes)
+    result.update({f"order_follows_{k}": statistics.fmean(v) if v else None for k, v in follows.items()})
     if sens:
         result.update({k: statistics.fmean(s[k] for s in sens) for k in sens[0]})
     return result
+
+
+@torch.no_grad()
+def order_follows(pipe, item: dict, places: list[float]) -> dict[str, float | None]:
+    """Do the predicted cameras follow the target images or their slots? The targets are fed again in reverse order;
+    -> Pearson correlation over the targets of each one's predicted place (``places``: :func:`scene_probe`'s
+    ``progress_step`` in the given order) with the place predicted for the same image (``image``) and for the same
+    slot (``slot``) in the reversed run. An estimator that reads the images scores image = 1; one that has learned a
+    pose per slot (the slot index carries the time order when the targets are always sorted) scores slot = 1."""
+    vc = pipe.num_context
+    order = list(range(vc)) + list(range(item["images"].shape[0] - 1, vc - 1, -1))
+    item_rev = {k: item[k][order] for k in ("images", "c2w", "fxfycxcy") if k in item}
+    out = pipe.run(item_rev["images"][None], cameras=item_cameras(pipe.model, item_rev, pipe.device), apply_mae=False)
+    rev = scene_probe(out["cameras"]["c2w"][0].cpu(), item_rev["c2w"], vc)["progress_step"]
+    if len(rev) != len(places) or not places:
+        return {"image": None, "slot": None}
+    return {"image": _pearson(places, rev[::-1]), "slot": _pearson(places, rev)}
