@@ -20,7 +20,7 @@
 # 12-23-frame windows with a quarter of its samples from the static scenes: +0.11 dB on the dynamic test, -0.17 dB on
 # the static test (benchmarks/RESULTS.md v1.1). LATE_S3=0: v1.0's schedule.
 # SHUFFLE_TARGETS=1 feeds stage 1 its targets in random order (data.shuffle_targets): every stage 1 so far learned a
-# pose per target slot instead of reading the images (benchmarks/RESULTS.md v1.3); default 0 until measured.
+# pose per target slot instead of reading the images (benchmarks/RESULTS.md v1.3); default 0 until measured on a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}

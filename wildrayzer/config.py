@@ -81,8 +81,8 @@ class DataConfig:
     frame_gap_max: int = 24
     # Training only: feed the targets in random order instead of time order. Sorted, a target's slot tells where it
     # lies between the context views, and the camera estimator can learn a pose per slot instead of reading the
-    # images (`wildrayzer bench poses`: "reversed: follows slot"; benchmarks/RESULTS.md v1.3). Evaluation keeps the
-    # index file's order.
+    # images (`wildrayzer bench poses`: "reversed: follows slot"; benchmarks/RESULTS.md v1.3: necessary, not
+    # sufficient in 24 k samples on a CPU). Evaluation keeps the index file's order.
     shuffle_targets: bool = False
     num_workers: int = 2
     on_error: str = "raise"  # raise | skip
