@@ -15,7 +15,6 @@ set). Results: ``<out>/headroom.json`` and ``headroom.md``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import fmt, machine, write_results  # noqa: E402
+from quality import fmt, machine, models_and_overrides, models_parser, write_results  # noqa: E402
 
 LABELS = {"as_given": "as given", "own_masks": "own masks", "gt_masks": "GT masks",
           "transient_free": "transient-free context"}
@@ -50,15 +49,10 @@ def table(rows: list[dict], mix: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("models", nargs="+", help="run dirs, checkpoints or pretrained dirs; then key=value overrides")
-    p.add_argument("--max-scenes", type=int, default=0)
-    p.add_argument("--out", default="experiments/headroom")
+    p = models_parser(__doc__.splitlines()[0], "experiments/headroom")
     p.add_argument("--mix", type=float, nargs="+", default=[], metavar="A",
                    help="also mask with A * GT + (1 - A) * own masks (models with a motion estimator)")
-    args = p.parse_args(argv)
-    overrides = [m for m in args.models if "=" in m]
-    models = [m for m in args.models if "=" not in m]
+    args, models, overrides = models_and_overrides(p, argv)
 
     from wildrayzer.config import load_config
     from wildrayzer.data import build_dataset

@@ -15,7 +15,6 @@ for a larger generated test set. Results: ``<out>/poses.json`` and ``poses.md``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import fmt, machine, write_results  # noqa: E402
+from quality import fmt, machine, models_and_overrides, models_parser, write_results  # noqa: E402
 
 COLUMNS = [("rotation_error_deg", "rot err (deg)", 2), ("identity_rotation_error_deg", "identity (deg)", 2),
            ("yaw_corr", "yaw corr", 2), ("yaw_sign_agreement", "yaw sign agrees", 2),
@@ -44,16 +43,11 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("models", nargs="+", help="run dirs, checkpoints or pretrained dirs; then key=value overrides")
-    p.add_argument("--max-scenes", type=int, default=0)
-    p.add_argument("--out", default="experiments/poses")
+    p = models_parser(__doc__.splitlines()[0], "experiments/poses")
     p.add_argument("--turn", type=float, default=10.0, help="degrees the target cameras turn (sensitivity)")
     p.add_argument("--step", type=float, default=0.25, help="context baselines the target cameras step (sensitivity)")
     p.add_argument("--no-sensitivity", action="store_true", help="skip the renderer-sensitivity renders")
-    args = p.parse_intermixed_args(argv)  # overrides may follow the options
-    overrides = [m for m in args.models if "=" in m]
-    models = [m for m in args.models if "=" not in m]
+    args, models, overrides = models_and_overrides(p, argv)
 
     from wildrayzer.commands.schedule import TINY
     from wildrayzer.config import load_config

@@ -45,6 +45,23 @@ def write_results(out: Path, name: str, result: dict, md: str) -> None:
     print(md)
 
 
+def models_parser(description: str, default_out: str) -> argparse.ArgumentParser:
+    """The parser of a benchmark over models: MODEL ... [key=value ...], --max-scenes, --out; add options to it and
+    read it with :func:`models_and_overrides`."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("models", nargs="+", help="run dirs, checkpoints or pretrained dirs; then key=value overrides")
+    p.add_argument("--max-scenes", type=int, default=0)
+    p.add_argument("--out", default=default_out)
+    return p
+
+
+def models_and_overrides(p: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, list[str],
+                                                                                      list[str]]:
+    """-> (args, models, config overrides); the overrides may come before or after the options."""
+    args = p.parse_intermixed_args(argv)
+    return args, [m for m in args.models if "=" not in m], [m for m in args.models if "=" in m]
+
+
 def fmt(v, digits: int) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
