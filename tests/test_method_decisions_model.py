@@ -100,8 +100,9 @@ def test_pose_head_reads_canonical_then_view_token_and_focal_comes_from_view0():
     cam = CameraEstimator(16, heads=2, depth=0, num_views=3)
     _perturbed_heads(cam)
     with torch.no_grad():
-        out = cam(torch.randn(1, 3, 4, 16), 8, 8)
-        tok = cam.camera_tokens(1, 3)[0]
+        image_tokens = torch.randn(1, 3, 4, 16)
+        out = cam(image_tokens, 8, 8)
+        tok = cam.camera_tokens(image_tokens)[0]
         rt = cam.identity_rt + cam.pose_head(torch.cat([tok[0].expand(2, -1), tok[1:]], dim=-1))
         want = make_pose(rotation_6d_to_matrix(rt[:, :6]), rt[:, 6:])
         f = cam.focal_head(tok[:1])[0, 0] + 1.25
@@ -118,6 +119,41 @@ def test_camera_tokens_carry_their_view_index():
         cam.view_pe_mlp[-1].weight.mul_(200.0)  # make the view-index signal large next to the shared token
         c2w = cam(torch.randn(1, 1, 4, 16).expand(1, 3, 4, 16), 8, 8)["c2w"]
     assert (c2w[0, 1] - c2w[0, 2]).abs().max() > 1e-3
+
+
+def test_own_view_camera_query_starts_as_the_release_and_reads_only_its_own_view():
+    """model.camera_query=own_view adds a zero-initialised attention pool over each view's own image tokens: fresh, it
+    predicts exactly what the release's estimator does; trained (pool output non-zero, no transformer layers), a
+    change of one view's image moves that view's camera alone, where the release's tokens do not see it at all."""
+    torch.manual_seed(0)
+    release = CameraEstimator(16, heads=2, depth=1, num_views=3)
+    own = CameraEstimator(16, heads=2, depth=1, num_views=3, query="own_view")
+    assert set(own.state_dict()) - set(release.state_dict()) == {
+        f"own_view_pool.{k}" for k in ("query", "norm.weight", "kv.weight", "q_norm.weight", "k_norm.weight",
+                                       "proj.weight")}
+    own.load_state_dict(release.state_dict(), strict=False)
+    _perturbed_heads(release)
+    _perturbed_heads(own)
+    x = torch.randn(1, 3, 4, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(own(x, 8, 8)["c2w"], release(x, 8, 8)["c2w"], rtol=0, atol=0)
+
+    y = x.clone()
+    y[:, 2] = torch.randn(4, 16)  # only view 2's image changes
+    for cam, moves in ((CameraEstimator(16, heads=2, depth=0, num_views=3), False),
+                       (CameraEstimator(16, heads=2, depth=0, num_views=3, query="own_view"), True)):
+        _perturbed_heads(cam)
+        with torch.no_grad():
+            if cam.own_view_pool is not None:
+                cam.own_view_pool.proj.weight.normal_(0, 1.0)
+            a, b = cam(x, 8, 8)["c2w"][0], cam(y, 8, 8)["c2w"][0]
+        torch.testing.assert_close(a[:2], b[:2], rtol=0, atol=0)  # views 0 and 1 keep their cameras
+        assert ((a[2] - b[2]).abs().max() > 1e-3) == moves
+
+
+def test_camera_query_is_a_checked_choice():
+    with pytest.raises(ValueError, match="view_index or own_view"):
+        CameraEstimator(16, heads=2, depth=0, num_views=3, query="own")
 
 
 # ------------------------------------------------------------------ scene encoder and renderer

@@ -55,6 +55,21 @@ def test_stage1_forward_backward_every_trainable_param_gets_grad():
     assert model.camera.pose_head[-1].weight.grad.abs().sum() > 0
 
 
+def test_own_view_camera_query_trains_in_stage1():
+    """Every parameter of the own-view pool gets a gradient once its zero-initialised output has moved."""
+    torch.manual_seed(0)
+    model = WildRayZerModel(tiny_cfg("model.camera_query=own_view").model)
+    names = apply_trainable(model, 1)
+    with torch.no_grad():
+        model.camera.pose_head[-1].weight.normal_(0, 0.1)
+        model.camera.own_view_pool.proj.weight.normal_(0, 0.1)
+    x = images()
+    mse_loss(model(x, 2)["renders"], x[:, 2:]).backward()
+    check_grads(model, names)
+    for p in model.camera.own_view_pool.parameters():
+        assert p.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("stage", [2, 3])
 def test_stage2_and_3_gradients_with_motion_estimator(stage):
     torch.manual_seed(0)

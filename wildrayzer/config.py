@@ -59,6 +59,10 @@ class ModelConfig:
     # Where the cameras come from: predicted (RayZer: the camera estimator, self-supervised) | given (LVSM-style posed
     # training and inference: the dataset's cameras, normalised by geometry.normalize_given_c2w; no camera estimator).
     cameras: str = "predicted"
+    # What a camera token starts from: view_index (the release: a shared token plus an MLP of its view index, so a
+    # token must find its own view's image tokens by attention) | own_view (plus an attention pool over its own
+    # view's image tokens, zero-initialised; not in the release, so a converted release checkpoint keeps view_index).
+    camera_query: str = "view_index"
 
 
 @dataclass

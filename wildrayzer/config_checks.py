@@ -19,6 +19,7 @@ _CHOICES = {
     "data.on_error": ("raise", "skip"),
     "model.block_init": ("release", "gpt2"),
     "model.cameras": ("predicted", "given"),
+    "model.camera_query": ("view_index", "own_view"),
     "training.amp": ("auto", "bf16", "fp32"),
     "training.device": ("auto", "cpu", "cuda"),
     "inference.device": ("auto", "cpu", "cuda"),

@@ -115,6 +115,31 @@ class Transformer(nn.Module):
         return outs if return_layers else x
 
 
+class AttentionPool(nn.Module):
+    """One learned query attends over a set of tokens (multi-head, QK-norm, no biases): (B, N, D) -> (B, D).
+    The output projection starts at zero, so a freshly added pool leaves its host's output unchanged."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim={dim} is not divisible by heads={heads}")
+        self.heads = heads
+        self.query = nn.Parameter(torch.randn(dim) * 0.02)
+        self.norm = nn.LayerNorm(dim, bias=False)
+        self.kv = nn.Linear(dim, 2 * dim, bias=False)
+        self.q_norm, self.k_norm = RMSNorm(dim // heads), RMSNorm(dim // heads)
+        self.proj = nn.Linear(dim, dim, bias=False)
+        init_weights(self.kv)
+        nn.init.zeros_(self.proj.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, N, D) -> (B, D)."""
+        k, v = rearrange(self.kv(self.norm(x)), "b n (t h d) -> t b h n d", t=2, h=self.heads)
+        q = rearrange(self.query.to(x.dtype), "(h d) -> 1 h 1 d", h=self.heads).expand(x.shape[0], -1, -1, -1)
+        out = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)  # (B, H, 1, Dh)
+        return self.proj(rearrange(out, "b h 1 d -> b (h d)"))
+
+
 def init_weights(m: nn.Module, std: float = 0.02) -> None:
     """Normal(0, std) linear weights, zero biases; norms at (1, 0). Convolutions keep PyTorch's default."""
     if isinstance(m, nn.Linear):

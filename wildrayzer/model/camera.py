@@ -3,7 +3,9 @@
 Per view ``i > 0`` the pose head (SiLU MLP) reads [canonical (view 0) token | view ``i`` token] and predicts a 6D
 rotation + a translation that are *added to the identity*; view 0 is exactly the identity. One focal length per scene
 comes from view 0's token: ``f = mlp + focal_offset`` (1.25 in the release), fx = fy = f * W; the principal point is
-the image centre. Camera tokens carry an MLP of the 1-D sin-cos of their view index.
+the image centre. Camera tokens carry an MLP of the 1-D sin-cos of their view index; with ``query="own_view"`` (not in
+the release) also an attention pool over their own view's image tokens, so a token does not have to find its view by
+attention first.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from ..geometry import fxfycxcy_from_normalized_focal, make_pose, rotation_6d_to_matrix
-from ..nn import Transformer, mlp2, sincos_1d
+from ..nn import AttentionPool, Transformer, mlp2, sincos_1d
 
 # 6D representation of the identity rotation (the first two columns of I) and a zero translation.
 _IDENTITY_RT = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
@@ -21,12 +23,16 @@ _IDENTITY_RT = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
 
 class CameraEstimator(nn.Module):
     def __init__(self, dim: int, heads: int, depth: int, num_views: int, mlp_ratio: float = 4.0,
-                 qk_norm: bool = True, block_init: str = "release", focal_offset: float = 1.25):
+                 qk_norm: bool = True, block_init: str = "release", focal_offset: float = 1.25,
+                 query: str = "view_index"):
         super().__init__()
+        if query not in ("view_index", "own_view"):
+            raise ValueError(f"camera query must be view_index or own_view; got {query!r}")
         self.num_views = num_views
         self.focal_offset = focal_offset
         self.cam_token = nn.Parameter(torch.randn(1, dim) * 0.02)
         self.view_pe_mlp = mlp2(dim, dim)
+        self.own_view_pool = AttentionPool(dim, heads) if query == "own_view" else None
         self.transformer = Transformer(dim, heads, depth, mlp_ratio, qk_norm, block_init)
         self.pose_head = mlp2(2 * dim, 9, hidden=dim)  # 6D rotation delta + translation
         self.focal_head = mlp2(dim, 1, hidden=dim)
@@ -34,11 +40,17 @@ class CameraEstimator(nn.Module):
             nn.init.zeros_(head[-1].weight)
         self.register_buffer("identity_rt", torch.tensor(_IDENTITY_RT), persistent=False)
 
-    def camera_tokens(self, batch: int, views: int) -> Tensor:
-        """-> (B, V, D): the shared learned token plus the MLP of each view index's sin-cos."""
-        pe = sincos_1d(torch.arange(views, device=self.cam_token.device), self.cam_token.shape[-1])
-        tokens = self.cam_token + self.view_pe_mlp(pe.to(self.cam_token.dtype))
-        return repeat(tokens, "v d -> b v d", b=batch)
+    def camera_tokens(self, image_tokens: Tensor) -> Tensor:
+        """image_tokens: (B, V, N, D) -> (B, V, D): the shared learned token plus the MLP of each view index's sin-cos
+        (plus, for ``own_view``, the attention pool of that view's image tokens)."""
+        b, v = image_tokens.shape[:2]
+        pe = sincos_1d(torch.arange(v, device=self.cam_token.device), self.cam_token.shape[-1])
+        tokens = repeat(self.cam_token + self.view_pe_mlp(pe.to(self.cam_token.dtype)), "v d -> b v d", b=b)
+        tokens = tokens.to(image_tokens.dtype)
+        if self.own_view_pool is not None:
+            pooled = self.own_view_pool(rearrange(image_tokens, "b v n d -> (b v) n d"))
+            tokens = tokens + rearrange(pooled, "(b v) d -> b v d", b=b)
+        return tokens
 
     def forward(self, image_tokens: Tensor, height: int, width: int) -> dict[str, Tensor]:
         """image_tokens: (B, V, N, D) from the shared tokenizer, V <= num_views
@@ -46,7 +58,7 @@ class CameraEstimator(nn.Module):
         b, v, n, _ = image_tokens.shape
         if not 1 <= v <= self.num_views:
             raise ValueError(f"camera estimator was built for {self.num_views} views, got {v}")
-        cams = self.camera_tokens(b, v).to(image_tokens.dtype)
+        cams = self.camera_tokens(image_tokens)
         x = self.transformer(torch.cat([cams, rearrange(image_tokens, "b v n d -> b (v n) d")], dim=1))
         cams = x[:, :v]  # (B, V, D)
         with torch.autocast(image_tokens.device.type, enabled=False):  # pose maths in fp32

@@ -39,7 +39,8 @@ class WildRayZerModel(nn.Module):
         self.tokenizer = ImageTokenizer(m.patch_size, m.dim)
         # Posed mode (model.cameras=given) takes the dataset's cameras instead: no camera estimator is built.
         self.camera = None if m.cameras == "given" else CameraEstimator(
-            m.dim, depth=m.camera_layers, num_views=self.num_views, focal_offset=m.focal_offset, **common)
+            m.dim, depth=m.camera_layers, num_views=self.num_views, focal_offset=m.focal_offset, query=m.camera_query,
+            **common)
         self.scene = SceneEncoder(m.patch_size, m.dim, depth=m.scene_layers, num_latents=m.num_latents, **common)
         self.renderer = Renderer(m.patch_size, m.dim, depth=m.renderer_layers, **common)
         # Always registered, so it is in every checkpoint whether or not masking is on (the release omits it).
