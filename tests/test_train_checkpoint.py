@@ -145,6 +145,29 @@ def test_init_from_stage1_into_motion_model_lists_fresh_modules(tmp_path):
         init_from_checkpoint(WildRayZerModel(cfg1.model), cfg1, str(tmp_path / "stage2"), lines.append)
 
 
+def test_init_from_view_index_checkpoint_into_own_view_model(tmp_path):
+    """A release-style estimator (camera_query=view_index) starts an own-view model: the pool is fresh (zero output,
+    so the cameras are the source's), everything else is copied; the reverse would drop trained weights: refused."""
+    cfg1 = tiny()
+    torch.manual_seed(0)
+    src = WildRayZerModel(cfg1.model)
+    save(tmp_path / "release_style", 3, src, cfg1)
+    cfg2 = tiny("model.camera_query=own_view")
+    dst = WildRayZerModel(cfg2.model)
+    lines = []
+    fresh = init_from_checkpoint(dst, cfg2, str(tmp_path / "release_style"), lines.append)
+    assert fresh and all(k.startswith("camera.own_view_pool.") for k in fresh)
+    assert lines[0].endswith("keep their fresh init: camera.own_view_pool")
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v)
+    x = torch.rand(1, cfg1.model.num_context_views + cfg1.model.num_target_views, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(dst.eval()(x, 2)["cameras"]["c2w"], src.eval()(x, 2)["cameras"]["c2w"])
+    save(tmp_path / "own", 1, dst, cfg2)
+    with pytest.raises(CheckpointError, match="camera_query"):
+        init_from_checkpoint(WildRayZerModel(cfg1.model), cfg1, str(tmp_path / "own"), lines.append)
+
+
 def test_checkpoint_of_the_pre_release_layout_is_a_clear_error(tmp_path):
     """Checkpoints of WildRayZer 0.1 (its own layout, before the release architecture) cannot be loaded: say so."""
     cfg = tiny()

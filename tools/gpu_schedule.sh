@@ -21,6 +21,8 @@
 # the static test (benchmarks/RESULTS.md v1.1). LATE_S3=0: v1.0's schedule.
 # SHUFFLE_TARGETS=1 feeds stage 1 its targets in random order (data.shuffle_targets): every stage 1 so far learned a
 # pose per target slot instead of reading the images (benchmarks/RESULTS.md v1.3); default 0 until measured on a GPU.
+# CAMERA_QUERY=own_view starts every camera token from an attention pool over its own view (model.camera_query; with
+# shuffled targets the cameras then follow their images, RESULTS v1.4); default view_index (the release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -39,6 +41,7 @@ WORKERS=${DATA_WORKERS:-8}
 STATIC_NEG=${STATIC_NEG:-1}
 LATE_S3=${LATE_S3:-1}
 SHUFFLE_TARGETS=${SHUFFLE_TARGETS:-0}
+CAMERA_QUERY=${CAMERA_QUERY:-view_index}
 STATIC_DIR=data/synthetic_$SCENES/re10k_processed_v2
 LATER_ROUNDS=()  # overrides of the rounds after the first (STATIC_NEG, LATE_S3)
 for ((r = 2; r <= ROUNDS; r++)); do
@@ -53,7 +56,7 @@ for ((r = 2; r <= ROUNDS; r++)); do
   fi
 done
 ARCH="model.dim=192 model.heads=6 model.camera_layers=4 model.scene_layers=4 model.renderer_layers=4
-  model.num_latents=128"
+  model.num_latents=128 model.camera_query=$CAMERA_QUERY"
 
 # The set `schedule --train-scenes` expects (same parameters, so it is not regenerated), on all cores (schedule: <= 4)
 $PY -c "from wildrayzer.data.synthetic import SynthParams, ensure_default_data as e
