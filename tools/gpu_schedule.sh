@@ -22,7 +22,8 @@
 # SHUFFLE_TARGETS=1 feeds stage 1 its targets in random order (data.shuffle_targets): every stage 1 so far learned a
 # pose per target slot instead of reading the images (benchmarks/RESULTS.md v1.3); default 0 until measured on a GPU.
 # CAMERA_QUERY=own_view starts every camera token from an attention pool over its own view (model.camera_query; with
-# shuffled targets the cameras then follow their images, RESULTS v1.4); default view_index (the release).
+# shuffled targets the cameras then follow their images and, against a renderer that reads them, learn the yaw after
+# 40 k samples: benchmarks/RESULTS.md v1.4); default view_index (the release) until a stage 1 measures it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
