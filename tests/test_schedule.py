@@ -86,3 +86,21 @@ def test_a_bad_round_target_is_exit_2(captured, tmp_path, target, capsys):
                      "training.lr=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--stage-override" in err[0] and "order" not in captured
+
+
+def test_stage1_from_skips_stage_1_and_starts_the_first_stage_2_from_it(captured, tmp_path):
+    source = tmp_path / "joint"
+    source.mkdir()
+    assert schedule.main(["--out", str(tmp_path), "--label-rounds", "2", "--stage1-from", str(source)]) == 0
+    got = [(c.training.run_name, c.training.init_from) for c in captured["order"]]
+    assert got == [("stage2", str(source)), ("stage3", str(tmp_path / "stage2")),
+                   ("stage2_round2", str(tmp_path / "stage3")), ("stage3_round2", str(tmp_path / "stage2_round2"))]
+
+
+@pytest.mark.parametrize("bad, words", [(["--stage1-from", "no/such/run"], "not found: no/such/run"),
+                                        (["--stage1-from", ".", "--stage-override", "1", "training.lr=1"],
+                                         "would not apply")])
+def test_bad_stage1_from_is_exit_2_before_anything_trains(captured, tmp_path, bad, words, capsys):
+    assert cli_main(["schedule", "--out", str(tmp_path), *bad]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--stage1-from" in err[0] and words in err[0] and "order" not in captured

@@ -168,6 +168,34 @@ def test_init_from_view_index_checkpoint_into_own_view_model(tmp_path):
         init_from_checkpoint(WildRayZerModel(cfg1.model), cfg1, str(tmp_path / "own"), lines.append)
 
 
+def test_init_from_posed_checkpoint_into_predicting_model_keeps_a_fresh_estimator(tmp_path):
+    """A posed model (model.cameras=given) builds no camera estimator: a model that predicts its cameras starts from
+    its tokenizer, scene encoder and renderer with the whole estimator fresh (whatever its layers or query); a posed
+    model cannot start from a predicting one (its estimator would be dropped)."""
+    cfg1 = tiny("model.cameras=given", "model.camera_layers=1")
+    torch.manual_seed(0)
+    src = WildRayZerModel(cfg1.model)
+    save(tmp_path / "posed", 3, src, cfg1)
+    cfg2 = tiny("model.camera_query=own_view")
+    torch.manual_seed(1)
+    dst = WildRayZerModel(cfg2.model)
+    before = {k: v.clone() for k, v in dst.state_dict().items() if k.startswith("camera.")}
+    lines = []
+    fresh = init_from_checkpoint(dst, cfg2, str(tmp_path / "posed"), lines.append)
+    assert sorted(fresh) == sorted(before) and any(k.startswith("camera.own_view_pool.") for k in fresh)
+    assert "camera." in lines[0] and "motion" not in lines[0]
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v)
+    for k, v in before.items():
+        assert torch.equal(dst.state_dict()[k], v)
+    with pytest.raises(CheckpointError, match="renderer_layers"):  # the parts it copies must still match
+        cfg3 = tiny("model.renderer_layers=2")
+        init_from_checkpoint(WildRayZerModel(cfg3.model), cfg3, str(tmp_path / "posed"), lines.append)
+    save(tmp_path / "predicting", 1, dst, cfg2)
+    with pytest.raises(CheckpointError, match="cameras"):
+        init_from_checkpoint(WildRayZerModel(cfg1.model), cfg1, str(tmp_path / "predicting"), lines.append)
+
+
 def test_checkpoint_of_the_pre_release_layout_is_a_clear_error(tmp_path):
     """Checkpoints of WildRayZer 0.1 (its own layout, before the release architecture) cannot be loaded: say so."""
     cfg = tiny()

@@ -10,6 +10,10 @@ run stopped and skips finished stages), then optionally exports the last stage-3
 each from the previous stage 3, with ``pseudolabel.mask_context=true``: the labeller's renderer, now trained with token
 masking, drops the context tokens its motion head flags, so the context transients leave fewer ghosts in the labels.
 
+``--stage1-from CKPT`` skips stage 1 and starts the first stage 2 from CKPT (a run directory or a pretrained
+directory whose model has no motion head, e.g. a stage 1 trained elsewhere or ``tools/posed_to_selfsup.sh``'s joint
+run); S1 of ``--steps`` is then unused.
+
 ``--train-scenes N`` trains on ``data/synthetic_N`` (N static + N dynamic training scenes, generated if absent; its
 test scenes are identical to the default set's, since every scene depends only on the seed, split and index).
 The default set's 32 training scenes are enough for tests and quickstart, but a model trained on them memorises
@@ -58,7 +62,8 @@ def check_label_rounds(label_rounds: int, stages: tuple[int, ...] = (1, 2, 3)) -
         raise UserError("--label-rounds > 1 repeats stages 2 and 3: train both")
 
 
-def stage_config(stage: int, out: Path, steps: int, extra: list[str], data_root: str = "", label_round: int = 1):
+def stage_config(stage: int, out: Path, steps: int, extra: list[str], data_root: str = "", label_round: int = 1,
+                 stage1_from: str = ""):
     from ..config import load_config
 
     overrides = [f"training.output_dir={out}", f"training.run_name={run_name(stage, label_round)}",
@@ -68,7 +73,9 @@ def stage_config(stage: int, out: Path, steps: int, extra: list[str], data_root:
         overrides += [f"data.root={Path(data_root) / DATA_DIRS[stage]}", f"copy_paste.image_dir={coco / 'images'}",
                       f"copy_paste.annotation_file={coco / 'annotations/instances_synthetic.json'}"]
     if stage > 1:
-        overrides.append(f"training.init_from={out / run_name(*_previous(stage, label_round))}")
+        previous = _previous(stage, label_round)
+        source = stage1_from if previous == (1, 1) and stage1_from else out / run_name(*previous)
+        overrides.append(f"training.init_from={source}")
     if label_round > 1:
         overrides.append("pseudolabel.mask_context=true")
     return load_config(TINY[stage], overrides + list(extra))
@@ -85,20 +92,22 @@ def parse_stage_key(text: str) -> tuple[int, int | None]:
 
 def run_schedule(out: str | Path, steps: tuple[int, int, int] = DEFAULT_STEPS, extra: list[str] | None = None,
                  stages: tuple[int, ...] = (1, 2, 3), log=print, data_root: str = "",
-                 per_stage: dict | None = None, label_rounds: int = 1) -> dict[int, Path]:
+                 per_stage: dict | None = None, label_rounds: int = 1, stage1_from: str = "") -> dict[int, Path]:
     """Train the given stages in order, then stages 2 and 3 again for each further labelling round; returns
     {stage: run dir of its last round}. Finished stages return at once (resume). ``extra`` applies to every stage,
     ``per_stage[s]`` (applied after it) to stage ``s`` in every round, then ``per_stage[(s, r)]`` to stage ``s`` of
-    round ``r`` only."""
+    round ``r`` only. ``stage1_from``: a checkpoint the first stage 2 starts from, stage 1 is then not trained."""
     from ..train.loop import train
 
     check_label_rounds(label_rounds, stages)
     out = Path(out)
     dirs = {}
+    if stage1_from:
+        stages = tuple(s for s in stages if s != 1)
     plan = [(s, 1) for s in stages] + [(s, r) for r in range(2, label_rounds + 1) for s in (2, 3)]
     for stage, label_round in plan:
         own = list((per_stage or {}).get(stage, [])) + list((per_stage or {}).get((stage, label_round), []))
-        cfg = stage_config(stage, out, steps[stage - 1], list(extra or []) + own, data_root, label_round)
+        cfg = stage_config(stage, out, steps[stage - 1], list(extra or []) + own, data_root, label_round, stage1_from)
         t0 = time.time()
         res = train(cfg)
         dirs[stage] = Path(res["run_dir"])
@@ -137,6 +146,8 @@ def main(argv: list[str]) -> int:
                    help="train on data/synthetic_N with N static + N dynamic scenes (0: the default data/synthetic)")
     p.add_argument("--label-rounds", type=int, default=1,
                    help="repeat stages 2-3 with pseudolabel.mask_context=true this many times in all (default 1)")
+    p.add_argument("--stage1-from", default="", metavar="CKPT",
+                   help="skip stage 1: the first stage 2 starts from this checkpoint (run or pretrained directory)")
     p.add_argument("--export", default="", help="write the last stage-3 model here as a pretrained directory")
     p.add_argument("--stage-override", nargs=2, action="append", default=[], metavar=("STAGE[:ROUND]", "KEY=VALUE"),
                    help="an override for one stage only, e.g. --stage-override 1 training.batch_size=8, or for one "
@@ -146,6 +157,10 @@ def main(argv: list[str]) -> int:
     if any(s < 1 for s in args.steps):
         raise UserError("--steps must be positive")
     check_label_rounds(args.label_rounds)  # before any data is generated
+    if args.stage1_from and not Path(args.stage1_from).exists():
+        raise UserError(f"--stage1-from: checkpoint not found: {args.stage1_from}")
+    if args.stage1_from and any(parse_stage_key(t)[0] == 1 for t, _ in args.stage_override):
+        raise UserError("--stage1-from skips stage 1: a --stage-override 1 would not apply")
     per_stage: dict = {}
     for target, item in args.stage_override:
         stage, rnd = parse_stage_key(target)
@@ -159,7 +174,7 @@ def main(argv: list[str]) -> int:
     if not data_root:
         ensure_default_data("data/synthetic")
     dirs = run_schedule(args.out, tuple(args.steps), view_overrides(args.views) + args.overrides, data_root=data_root,
-                        per_stage=per_stage, label_rounds=args.label_rounds)
+                        per_stage=per_stage, label_rounds=args.label_rounds, stage1_from=args.stage1_from)
     if args.export:
         print(f"exported {export_pretrained(dirs[3], Path(args.export))}")
     return 0

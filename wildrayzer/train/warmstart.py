@@ -9,6 +9,7 @@ from torch import nn
 from ..weights import ARCH_KEYS, check_arch, load_state_strict, read_weights, resolve_checkpoint, stored_config
 
 _MOTION_KEYS = ("use_motion_mask", "motion_layers", "motion_heads")
+_CAMERA_KEYS = ("cameras", "camera_layers", "camera_query")
 
 
 def _module(key: str) -> str:
@@ -19,18 +20,22 @@ def _module(key: str) -> str:
 
 def init_from_checkpoint(model: nn.Module, cfg, path: str, log: Callable[[str], None]) -> list[str]:
     """Load ``path`` (file or run dir) into ``model``. Architecture and every key/shape must match, except the
-    motion estimator when the source was trained without one, and the camera tokens' own-view pool when the source
+    motion estimator when the source was trained without one, the camera tokens' own-view pool when the source
     names them by view index alone (``model.camera_query``; the pool starts at zero, so the loaded model predicts what
-    the source does). Keys the source lacks are listed in the log and returned."""
+    the source does), and the whole camera estimator when the source is posed (``model.cameras=given``, which builds
+    none) and the model predicts its cameras. Keys the source lacks are listed in the log and returned."""
     weights = resolve_checkpoint(path)
     state, meta = read_weights(weights)
     src = stored_config(meta, str(weights)).model
     source_lacks_motion = not src.use_motion_mask and cfg.model.use_motion_mask
+    source_lacks_camera = src.cameras == "given" and cfg.model.cameras == "predicted"
     source_lacks_pool = src.camera_query == "view_index" and cfg.model.camera_query == "own_view"
     keys = tuple(k for k in ARCH_KEYS if not ((source_lacks_motion and k in _MOTION_KEYS)
+                                              or (source_lacks_camera and k in _CAMERA_KEYS)
                                               or (source_lacks_pool and k == "camera_query")))
     check_arch(cfg.model, src, f"training.init_from={path}: {weights}", keys)
-    allow = (("motion.",) if source_lacks_motion else ()) + (("camera.own_view_pool.",) if source_lacks_pool else ())
+    allow = (("motion.",) if source_lacks_motion else ()) + (("camera.",) if source_lacks_camera else ()) \
+        + (("camera.own_view_pool.",) if source_lacks_pool else ())
     fresh = load_state_strict(model, state, f"training.init_from={weights}", allow_missing_prefixes=allow)
     log(f"initialised from {weights} (stage {meta.get('stage')}, step {meta.get('step')})"
         + (f"; {len(fresh)} tensors not in the source keep their fresh init: "
