@@ -261,3 +261,51 @@ def test_sprite_cut_out_follows_its_alpha_mask_from_both_sides(side):
     iou = (got & want).sum() / (got | want).sum()
     iou_flipped = (got & want[:, ::-1]).sum() / (got | want[:, ::-1]).sum()
     assert iou > 0.85 and iou_flipped < 0.6, (iou, iou_flipped)
+
+
+def test_ensure_default_data_leaves_a_complete_set_of_other_parameters_alone(tmp_path):
+    """Runs may be reading a finished set (the v1.5 session lost a training run and a user's list file to a silent
+    regeneration): a complete set made with other parameters is refused in one clear error, byte for byte intact."""
+    from wildrayzer.errors import UserError
+
+    small = SynthParams(static_train=1, static_test=1, dynamic_train=1, dynamic_test=1, frames=8, res=16, seed=0,
+                        coco_images=1)
+    root = ensure_default_data(tmp_path / "synthetic", small)
+    (root / "dynamic_re10k" / "train" / "val_list.txt").write_text("metadata/dynamic_train_0000.json\n")
+    before = _digest(root)
+    other = SynthParams(**{**small.__dict__, "res": 24, "transient_travel": (0.6, 2.2)})
+    with pytest.raises(UserError, match=r"other parameters \(res 16 there, 24 wanted; transient_travel") as err:
+        ensure_default_data(root, other)
+    assert "\n" not in str(err.value) and "move it away" in str(err.value)
+    assert _digest(root) == before and is_complete(root, small)
+    marker = json.loads((root / MARKER).read_text())
+    (root / MARKER).write_text(json.dumps({**marker, "version": 0}))  # an older generator's set
+    with pytest.raises(UserError, match="another generator"):
+        ensure_default_data(root, small)
+    assert _digest(root) == before
+
+
+def test_regeneration_replaces_only_what_the_generator_wrote(tmp_path):
+    """Over a half-written or older synthetic tree, generate() removes its own scenes (of any count), lists and
+    cut-outs, and keeps everything else: a user's list, a scene of another name, a note in coco/."""
+    big = SynthParams(static_train=3, static_test=1, dynamic_train=1, dynamic_test=1, frames=8, res=16, seed=0,
+                      coco_images=2)
+    root = tmp_path / "synthetic"
+    generate(root, big, progress=False)
+    train = root / "re10k_processed_v2" / "train"
+    mine = {train / "val_list.txt": "metadata/static_train_0000.json\n", train / "images" / "my_scene" / "a.png": "x",
+            train / "metadata" / "my_scene.json": "{}", root / "coco" / "images" / "mine.png": "y",
+            root / "coco" / "README.txt": "cut-outs"}
+    for path, text in mine.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    small = SynthParams(**{**big.__dict__, "static_train": 2, "coco_images": 1})
+    generate(root, small, progress=False)
+    assert all(path.read_text() == text for path, text in mine.items())
+    assert not (train / "images" / "static_train_0002").exists()  # the older, larger set's extra scene is gone
+    assert not (train / "metadata" / "static_train_0002.json").exists()
+    assert not (root / "coco" / "images" / "synthetic_000001.png").exists()
+    fresh = tmp_path / "fresh"
+    generate(fresh, small, progress=False)
+    got = {k: v for k, v in _digest(root).items() if (root / k) not in mine}
+    assert got == _digest(fresh)  # apart from the user's files, the same bytes as a generation into a new folder

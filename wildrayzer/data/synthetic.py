@@ -24,6 +24,7 @@ import fcntl
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,10 @@ from .raycast import camera_rays, cast, shade
 from .scenes import TRANSIENT_DISTANCE, TRANSIENT_TRAVEL, SceneSpec, random_scene
 
 FORMAT_VERSION = 1
+SCENE_FOLDERS = ("images", "depth", "clean_images", "binary_masks")  # one <scene>/ folder each; the last two dynamic
+LIST_FILES = ("full_list.txt", "evaluation_index_context_2.json", "dre10k_final_context_2.txt",
+              "dre10k_final_context_2_view_idx.json", "wildrayzer_final_context_2.txt",
+              "wildrayzer_final_context_2_view_idx.json")
 MARKER = ".complete"
 NUM_TARGETS = 6
 _SPLIT_CODE = {("static", "train"): 0, ("static", "test"): 1, ("dynamic", "train"): 2, ("dynamic", "test"): 3}
@@ -125,7 +130,7 @@ def _writer() -> ThreadPoolExecutor:
 
 def write_scene(split_dir: Path, name: str, spec: SceneSpec, dynamic: bool, extra: dict) -> None:
     """Render every frame of ``spec`` and write images, GT extras and metadata into ``split_dir``."""
-    folders = ["images", "depth"] + (["clean_images", "binary_masks"] if dynamic else [])
+    folders = SCENE_FOLDERS[:2] + (SCENE_FOLDERS[2:] if dynamic else ())
     for f in folders:
         (split_dir / f / name).mkdir(parents=True, exist_ok=True)
     frames, pending = [], []
@@ -183,8 +188,24 @@ def _write_lists(split_dir: Path, names: list[str], kind: str, split: str, p: Sy
         (split_dir / f"{prefix}_final_context_2_view_idx.json").write_text(json.dumps(idx, indent=1))
 
 
+def _remove_own(split_dir: Path, kind: str, split: str) -> None:
+    """Remove what an earlier :func:`generate` wrote into ``split_dir`` (its scenes ``<kind>_<split>_NNNN``, whatever
+    their count, and its list files) and nothing else: a list or scene of the user's there stays."""
+    own = re.compile(rf"{kind}_{split}_\d{{4,}}")
+    for folder in SCENE_FOLDERS:
+        for scene in sorted((split_dir / folder).glob(f"{kind}_{split}_*")):
+            if own.fullmatch(scene.name) and scene.is_dir() and not scene.is_symlink():
+                shutil.rmtree(scene)
+    for meta in sorted((split_dir / "metadata").glob(f"{kind}_{split}_*.json")):
+        if own.fullmatch(meta.stem) and meta.is_file():
+            meta.unlink()
+    for name in LIST_FILES:
+        (split_dir / name).unlink(missing_ok=True)
+
+
 def generate(out: str | Path, params: SynthParams = SynthParams(), workers: int = 1, progress: bool = True) -> dict:
-    """Write the whole synthetic tree into ``out`` -> summary with timing. Deterministic for ``params.seed``."""
+    """Write the whole synthetic tree into ``out`` -> summary with timing. Deterministic for ``params.seed``. An
+    earlier synthetic tree there is replaced; other files in ``out`` are kept."""
     from .coco_synth import write_synthetic_coco
 
     if params.frames < NUM_TARGETS + 2 or params.res < 8:
@@ -199,9 +220,8 @@ def generate(out: str | Path, params: SynthParams = SynthParams(), workers: int 
         for split in ("train", "test"):
             count = getattr(params, f"{kind}_{split}")
             split_dir = out / root_name / split
-            if split_dir.exists():
-                shutil.rmtree(split_dir)
-            (split_dir / "metadata").mkdir(parents=True)
+            _remove_own(split_dir, kind, split)
+            (split_dir / "metadata").mkdir(parents=True, exist_ok=True)
             groups.append((split_dir, kind, split, [f"{kind}_{split}_{i:04d}" for i in range(count)]))
             tasks += [(str(split_dir), kind, split, i, params) for i in range(count)]
     bar = tqdm(total=len(tasks) * params.frames, unit="frame", desc="synth", disable=not progress)
@@ -217,8 +237,9 @@ def generate(out: str | Path, params: SynthParams = SynthParams(), workers: int 
     bar.close()
     for split_dir, kind, split, names in groups:
         _write_lists(split_dir, names, kind, split, params)
-    if (out / "coco").exists():
-        shutil.rmtree(out / "coco")
+    for old in [*(out / "coco/images").glob("synthetic_*.png"), out / "coco/annotations/instances_synthetic.json"]:
+        if re.fullmatch(r"synthetic_\d{6}\.png|instances_synthetic\.json", old.name) and old.is_file():
+            old.unlink()
     write_synthetic_coco(out / "coco", params.coco_images, params.seed)
     seconds = time.perf_counter() - t0
     summary = {"frames": len(tasks) * params.frames, "scenes": len(tasks), "seconds": round(seconds, 3),
@@ -241,12 +262,26 @@ def is_complete(root: str | Path, params: SynthParams | None = None) -> bool:
         params is None or info.get("params") == json.loads(json.dumps(asdict(params))))
 
 
+def _other_set(root: Path, params: SynthParams) -> str:
+    """Why the complete synthetic set in ``root`` is not the one ``params`` describe ("" if none is there or it is)."""
+    try:
+        info = json.loads((root / MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        return ""  # no marker (none, or half-written): ours to regenerate
+    if info.get("version") != FORMAT_VERSION:
+        return f"made by another generator (format {info.get('version')}, this one writes {FORMAT_VERSION})"
+    want, have = json.loads(json.dumps(asdict(params))), info.get("params") or {}
+    diffs = [f"{k} {have.get(k)} there, {v} wanted" for k, v in want.items() if have.get(k) != v]
+    return f"made with other parameters ({'; '.join(diffs)})" if diffs else ""
+
+
 def ensure_default_data(root: str | Path = "data/synthetic", params: SynthParams = SynthParams(),
                         progress: bool = False, workers: int | None = None) -> Path:
     """Generate the default synthetic set into ``root`` unless a complete one with these parameters is there.
 
-    Safe against concurrent callers (file lock) and half-written trees (marker written last). ``workers``: processes
-    (default: up to 4 CPU cores); the output does not depend on it."""
+    Safe against concurrent callers (file lock) and half-written trees (marker written last). A complete set with
+    other parameters is not overwritten (runs may be reading it): UserError. ``workers``: processes (default: up to 4
+    CPU cores); the output does not depend on it."""
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -254,6 +289,12 @@ def ensure_default_data(root: str | Path = "data/synthetic", params: SynthParams
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not is_complete(root, params):
+                other = _other_set(root, params)
+                if other:
+                    from ..errors import UserError
+
+                    raise UserError(f"{root} holds a synthetic set {other}; it is left as it is: move it away to "
+                                    "generate the one wanted here")
                 generate(root, params, workers=workers, progress=progress)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
