@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The shipped tiny model's recipe on one GPU, end to end: data, stages 1 -> 2 -> 3, export.
+# The v1.1 tiny model's recipe on one GPU, end to end: data, stages 1 -> 2 -> 3, export (d=192, self-supervised
+# from the start; the shipped model since v1.5 comes from tools/posed_to_selfsup.sh).
 #
-#   bash tools/gpu_schedule.sh [EXPORT_DIR]          # default export: checkpoints/wildrayzer_tiny_2view
+#   bash tools/gpu_schedule.sh [EXPORT_DIR]          # default export: experiments/gpu_schedule/export
 #   S1=6000 S2=300 S3=600 SCENES=1536 OUT_DIR=experiments/gpu_schedule bash tools/gpu_schedule.sh
 #
 # Stage 1 is where a GPU pays (benchmarks/RESULTS.md "v0.6"): d=192, 4+4+4 layers, 128 latents, batch 32, lr 7e-4
@@ -37,25 +38,15 @@ ROUNDS=${ROUNDS:-2}
 WINDOW=${WINDOW:-12 23}
 read -r GAP_MIN GAP_MAX <<< "$WINDOW"
 OUT_DIR=${OUT_DIR:-experiments/gpu_schedule}
-EXPORT=${1:-checkpoints/wildrayzer_tiny_2view}
+EXPORT=${1:-experiments/gpu_schedule/export}
 WORKERS=${DATA_WORKERS:-8}
 STATIC_NEG=${STATIC_NEG:-1}
 LATE_S3=${LATE_S3:-1}
 SHUFFLE_TARGETS=${SHUFFLE_TARGETS:-0}
 CAMERA_QUERY=${CAMERA_QUERY:-view_index}
 STATIC_DIR=data/synthetic_$SCENES/re10k_processed_v2
-LATER_ROUNDS=()  # overrides of the rounds after the first (STATIC_NEG, LATE_S3)
-for ((r = 2; r <= ROUNDS; r++)); do
-  if [ "$STATIC_NEG" = 1 ]; then
-    LATER_ROUNDS+=(--stage-override "2:$r" "data.static_root=$STATIC_DIR"
-                   --stage-override "2:$r" training.mask_pos_weight=6)
-  fi
-  if [ "$LATE_S3" = 1 ]; then
-    LATER_ROUNDS+=(--stage-override "3:$r" data.frame_gap_min=12 --stage-override "3:$r" data.frame_gap_max=23
-                   --stage-override "3:$r" "data.static_root=$STATIC_DIR"
-                   --stage-override "3:$r" data.static_fraction=0.25)
-  fi
-done
+# shellcheck source=tools/later_rounds.sh
+source tools/later_rounds.sh  # LATER_ROUNDS (STATIC_NEG, LATE_S3)
 ARCH="model.dim=192 model.heads=6 model.camera_layers=4 model.scene_layers=4 model.renderer_layers=4
   model.num_latents=128 model.camera_query=$CAMERA_QUERY"
 

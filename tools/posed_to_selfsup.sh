@@ -1,25 +1,54 @@
 #!/usr/bin/env bash
-# From a posed checkpoint (model.cameras=given) to a stage 1 whose camera estimator reads its own view, as measured
-# in benchmarks/RESULTS.md v1.4 (rotation error 5.55 deg vs identity's 7.42 on the embedded static test):
-#   1. the posed model's tokenizer, scene encoder and renderer + a fresh own-view camera estimator
-#      (training.init_from of a posed checkpoint into a model that predicts its cameras);
+# The shipped tiny model's recipe since v1.5 (benchmarks/RESULTS.md v1.4-v1.5): a posed stage 1, then a camera
+# estimator whose tokens read their own view learns the cameras from the rendering loss alone, then stages 2-3.
+#   0. unless POSED names one: a posed stage 1 (model.cameras=given: the dataset's cameras, normalised), d=128, batch
+#      32, lr 1e-3, S_POSED steps (tools/gpu_stage1_sweep.sh's posed_b32; 4,500 steps took minutes of an H200 -- on
+#      a CPU, hours: run it with DEVICE=cuda, or pass POSED);
+#   1. its tokenizer, scene encoder and renderer + a fresh own-view camera estimator (training.init_from of a posed
+#      checkpoint into a model that predicts its cameras);
 #   2. the estimator alone against the frozen rest, targets shuffled, rendering loss only: two runs of S_CAM steps
 #      (batch 8, lr 1e-3; the second from the first's weights with a fresh optimiser and schedule);
-#   3. every part jointly, rendering loss only, S_JOINT steps at lr 3e-4. No dataset camera is used after step 1.
+#   3. every part jointly, rendering loss only, S_JOINT steps at lr 3e-4. No dataset camera is used after step 0;
+#   4. with EXPORT_DIR: stages 2-3 in two labelling rounds as shipped since v1.1 (`wildrayzer schedule --stage1-from`,
+#      S2 / S3 steps on data/synthetic_192), exported to EXPORT_DIR.
 #
-#   POSED=experiments/gpu_sweep/posed_b32/export bash tools/posed_to_selfsup.sh [OUT_DIR]
-#   S_CAM=3000 S_JOINT=1500 DATA=data/synthetic_1536/re10k_processed_v2 THREADS=2 (defaults)
+#   DEVICE=cuda bash tools/posed_to_selfsup.sh [OUT_DIR [EXPORT_DIR]]     # e.g. OUT_DIR checkpoints/wildrayzer_tiny_2view
+#   POSED=experiments/gpu_sweep/posed_b32/export bash tools/posed_to_selfsup.sh [OUT_DIR [EXPORT_DIR]]
+#   S_POSED=4500 S_CAM=3000 S_JOINT=1500 S2=300 S3=600 DATA=data/synthetic_1536/re10k_processed_v2 THREADS=2 (defaults)
 # Resumable: a finished phase is skipped, an interrupted one continues from its last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-POSED=${POSED:?set POSED to a posed checkpoint (file or run dir)}
 OUT=${1:-experiments/posed_to_selfsup}
+EXPORT=${2:-}
+DEVICE=${DEVICE:-cpu}
+S_POSED=${S_POSED:-4500}
 S_CAM=${S_CAM:-3000}
 S_JOINT=${S_JOINT:-1500}
+S2=${S2:-300}
+S3=${S3:-600}
 DATA=${DATA:-data/synthetic_1536/re10k_processed_v2}
 export OMP_NUM_THREADS=${THREADS:-2}
 mkdir -p "$OUT"
+done_already() {  # NAME STEPS: the run's log says it finished
+  grep -qs "^done: step $2," "$OUT/$1.log"
+}
+train() {  # NAME INIT STEPS overrides...
+  local name=$1 init=$2 steps=$3; shift 3
+  if done_already "$name" "$steps"; then return; fi
+  $PY -m wildrayzer train --config configs/tiny/wildrayzer_stage1_pretrain.yaml data.root="$DATA" \
+    training.output_dir="$OUT" training.run_name="$name" training.init_from="$init" training.max_steps="$steps" \
+    training.device="$DEVICE" training.checkpoint_every=500 logging.progress=false logging.tensorboard=false "$@" \
+    2>&1 | tee -a "$OUT/$name.log"
+}
+if [ -z "${POSED:-}" ]; then
+  if [ "$DATA" = data/synthetic_1536/re10k_processed_v2 ]; then  # the generated set, made once if absent
+    $PY -c "from wildrayzer.data.synthetic import SynthParams, ensure_default_data as e
+e('data/synthetic_1536', SynthParams(static_train=1536, dynamic_train=1536), workers=$(nproc))"
+  fi
+  POSED=$OUT/posed
+  train posed "" "$S_POSED" model.cameras=given training.batch_size=32 training.lr=1.0e-3 training.lr_warmup=300
+fi
 $PY - "$POSED" <<'PYEOF'  # only a posed source: its renderer reads the cameras the estimator learns to give
 import sys
 from wildrayzer.errors import UserError
@@ -33,17 +62,21 @@ except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 PYEOF
-train() {  # NAME INIT STEPS overrides...
-  local name=$1 init=$2 steps=$3; shift 3
-  if grep -qs "^done: step $steps," "$OUT/$name.log"; then return; fi
-  $PY -m wildrayzer train --config configs/tiny/wildrayzer_stage1_pretrain.yaml data.root="$DATA" \
-    training.output_dir="$OUT" training.run_name="$name" training.init_from="$init" training.max_steps="$steps" \
-    training.batch_size=8 training.lr_warmup=100 training.checkpoint_every=500 data.shuffle_targets=true \
-    model.camera_query=own_view logging.progress=false logging.tensorboard=false "$@" 2>&1 | tee -a "$OUT/$name.log"
-}
+OWN="training.batch_size=8 training.lr_warmup=100 data.shuffle_targets=true model.camera_query=own_view"
 FROZEN="training.freeze_parts=[tokenizer,scene,renderer]"
-train cam_a "$POSED" "$S_CAM" "$FROZEN" training.lr=1.0e-3
-train cam_b "$OUT/cam_a" "$S_CAM" "$FROZEN" training.lr=1.0e-3
-train joint "$OUT/cam_b" "$S_JOINT" "training.freeze_parts=[]" training.lr=3.0e-4
-echo "stage 1: $OUT/joint (wildrayzer bench poses $OUT/joint data.root=...; stages 2-3: wildrayzer schedule \
---stage1-from $OUT/joint model.camera_query=own_view ...)"
+# shellcheck disable=SC2086
+train cam_a "$POSED" "$S_CAM" $OWN "$FROZEN" training.lr=1.0e-3
+# shellcheck disable=SC2086
+train cam_b "$OUT/cam_a" "$S_CAM" $OWN "$FROZEN" training.lr=1.0e-3
+# shellcheck disable=SC2086
+train joint "$OUT/cam_b" "$S_JOINT" $OWN "training.freeze_parts=[]" training.lr=3.0e-4
+echo "stage 1: $OUT/joint (wildrayzer bench poses $OUT/joint data.root=...)"
+[ -n "$EXPORT" ] || exit 0
+ROUNDS=2
+STATIC_DIR=data/synthetic_192/re10k_processed_v2
+# shellcheck source=tools/later_rounds.sh
+source tools/later_rounds.sh  # LATER_ROUNDS
+$PY -m wildrayzer schedule --out "$OUT/stages23" --train-scenes 192 --steps 1 "$S2" "$S3" --label-rounds "$ROUNDS" \
+  --stage1-from "$OUT/joint" --export "$EXPORT" --stage-override 3 training.ema_decay=0.99 "${LATER_ROUNDS[@]}" \
+  model.camera_query=own_view training.device="$DEVICE" logging.progress=false logging.tensorboard=false \
+  2>&1 | tee -a "$OUT/stages23.log"
