@@ -39,7 +39,8 @@ def test_quickstart_generates_the_embedded_set_and_names_the_missing_checkpoint(
     monkeypatch.setattr(synthetic, "ensure_default_data", lambda root, *a, **k: calls.append(str(root)))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").symlink_to(REPO / "configs")
-    with pytest.raises(CheckpointError, match="bash tools/posed_to_selfsup.sh OUT_DIR checkpoints/wildrayzer_tiny_2view"):
+    retrain = "bash tools/posed_to_selfsup.sh OUT_DIR checkpoints/wildrayzer_tiny_2view"
+    with pytest.raises(CheckpointError, match=retrain):
         quickstart.main([f"inference_out_root={tmp_path / 'eval'}"])
     assert calls == ["data/synthetic"]  # the config's own data.root: the embedded set is made if absent
 

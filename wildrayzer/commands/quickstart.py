@@ -30,8 +30,8 @@ def main(argv: list[str]) -> int:
     model_path = str(cfg.inference.model_path)
     if model_path == str(default.inference.model_path) and not Path(model_path).exists():
         raise CheckpointError(f"the shipped tiny checkpoint {model_path} is missing; restore it (git checkout -- "
-                              f"{model_path}), retrain it with `DEVICE=cuda bash tools/posed_to_selfsup.sh OUT_DIR {model_path}` "
-                              "(its first phase wants a GPU; benchmarks/RESULTS.md v1.5) or "
+                              f"{model_path}), retrain it with `DEVICE=cuda bash tools/posed_to_selfsup.sh OUT_DIR "
+                              f"{model_path}` (its first phase wants a GPU; benchmarks/RESULTS.md v1.5) or "
                               "pass inference.model_path=<pretrained dir or run dir>")
     summary = run_inference(cfg)
     print(f"quickstart finished in {time.time() - t0:.0f} s: {summary.get('num_scenes', 0)} scenes, results in "
