@@ -188,8 +188,8 @@ def test_init_from_posed_checkpoint_into_predicting_model_keeps_a_fresh_estimato
         assert torch.equal(dst.state_dict()[k], v)
     for k, v in before.items():
         assert torch.equal(dst.state_dict()[k], v)
+    cfg3 = tiny("model.renderer_layers=2")
     with pytest.raises(CheckpointError, match="renderer_layers"):  # the parts it copies must still match
-        cfg3 = tiny("model.renderer_layers=2")
         init_from_checkpoint(WildRayZerModel(cfg3.model), cfg3, str(tmp_path / "posed"), lines.append)
     save(tmp_path / "predicting", 1, dst, cfg2)
     with pytest.raises(CheckpointError, match="cameras"):

@@ -249,30 +249,31 @@ def generate(out: str | Path, params: SynthParams = SynthParams(), workers: int 
     return summary
 
 
-def is_complete(root: str | Path, params: SynthParams | None = None) -> bool:
-    marker = Path(root) / MARKER
-    if not marker.is_file():
-        return False
-    try:
-        info = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    # compared as JSON: the marker stores tuples as lists
-    return info.get("version") == FORMAT_VERSION and (
-        params is None or info.get("params") == json.loads(json.dumps(asdict(params))))
-
-
-def _other_set(root: Path, params: SynthParams) -> str:
-    """Why the complete synthetic set in ``root`` is not the one ``params`` describe ("" if none is there or it is)."""
+def _read_marker(root: Path) -> dict | None:
+    """The completion marker of a synthetic tree, or None (none yet, or unreadable: a half-written tree)."""
     try:
         info = json.loads((root / MARKER).read_text())
     except (OSError, json.JSONDecodeError):
-        return ""  # no marker (none, or half-written): ours to regenerate
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _mismatch(info: dict, params: SynthParams | None) -> str:
+    """Why a finished tree (its marker ``info``) is not the one ``params`` describe ("" if it is; None: any params)."""
     if info.get("version") != FORMAT_VERSION:
         return f"made by another generator (format {info.get('version')}, this one writes {FORMAT_VERSION})"
-    want, have = json.loads(json.dumps(asdict(params))), info.get("params") or {}
-    diffs = [f"{k} {have.get(k)} there, {v} wanted" for k, v in want.items() if have.get(k) != v]
+    if params is None:
+        return ""
+    want, have = json.loads(json.dumps(asdict(params))), info.get("params")  # as JSON: tuples are stored as lists
+    if not isinstance(have, dict):
+        return "made with unrecorded parameters"
+    diffs = [f"{k} {have.get(k)} there, {want.get(k)} wanted" for k in {**want, **have} if have.get(k) != want.get(k)]
     return f"made with other parameters ({'; '.join(diffs)})" if diffs else ""
+
+
+def is_complete(root: str | Path, params: SynthParams | None = None) -> bool:
+    info = _read_marker(Path(root))
+    return info is not None and not _mismatch(info, params)
 
 
 def ensure_default_data(root: str | Path = "data/synthetic", params: SynthParams = SynthParams(),
@@ -288,14 +289,14 @@ def ensure_default_data(root: str | Path = "data/synthetic", params: SynthParams
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if not is_complete(root, params):
-                other = _other_set(root, params)
-                if other:
-                    from ..errors import UserError
-
-                    raise UserError(f"{root} holds a synthetic set {other}; it is left as it is: move it away to "
-                                    "generate the one wanted here")
+            info = _read_marker(root)
+            if info is None:
                 generate(root, params, workers=workers, progress=progress)
+            elif why := _mismatch(info, params):
+                from ..errors import UserError
+
+                raise UserError(f"{root} holds a synthetic set {why}; it is left as it is: move it away to "
+                                "generate the one wanted here")
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return root

@@ -27,15 +27,15 @@ def init_from_checkpoint(model: nn.Module, cfg, path: str, log: Callable[[str], 
     weights = resolve_checkpoint(path)
     state, meta = read_weights(weights)
     src = stored_config(meta, str(weights)).model
-    source_lacks_motion = not src.use_motion_mask and cfg.model.use_motion_mask
-    source_lacks_camera = src.cameras == "given" and cfg.model.cameras == "predicted"
-    source_lacks_pool = src.camera_query == "view_index" and cfg.model.camera_query == "own_view"
-    keys = tuple(k for k in ARCH_KEYS if not ((source_lacks_motion and k in _MOTION_KEYS)
-                                              or (source_lacks_camera and k in _CAMERA_KEYS)
-                                              or (source_lacks_pool and k == "camera_query")))
-    check_arch(cfg.model, src, f"training.init_from={path}: {weights}", keys)
-    allow = (("motion.",) if source_lacks_motion else ()) + (("camera.",) if source_lacks_camera else ()) \
-        + (("camera.own_view_pool.",) if source_lacks_pool else ())
+    m = cfg.model
+    lacks = [(keys, prefix) for source_lacks, keys, prefix in (  # modules the model has and the source does not
+        (not src.use_motion_mask and m.use_motion_mask, _MOTION_KEYS, "motion."),
+        (src.cameras == "given" and m.cameras == "predicted", _CAMERA_KEYS, "camera."),
+        (src.camera_query == "view_index" and m.camera_query == "own_view", ("camera_query",), "camera.own_view_pool."),
+    ) if source_lacks]
+    unchecked = {k for keys, _ in lacks for k in keys}
+    check_arch(m, src, f"training.init_from={path}: {weights}", tuple(k for k in ARCH_KEYS if k not in unchecked))
+    allow = tuple(prefix for _, prefix in lacks)
     fresh = load_state_strict(model, state, f"training.init_from={weights}", allow_missing_prefixes=allow)
     log(f"initialised from {weights} (stage {meta.get('stage')}, step {meta.get('step')})"
         + (f"; {len(fresh)} tensors not in the source keep their fresh init: "
