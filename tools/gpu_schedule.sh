@@ -51,8 +51,7 @@ ARCH="model.dim=192 model.heads=6 model.camera_layers=4 model.scene_layers=4 mod
   model.num_latents=128 model.camera_query=$CAMERA_QUERY"
 
 # The set `schedule --train-scenes` expects (same parameters, so it is not regenerated), on all cores (schedule: <= 4)
-$PY -c "from wildrayzer.data.synthetic import SynthParams, ensure_default_data as e
-e('data/synthetic_$SCENES', SynthParams(static_train=$SCENES, dynamic_train=$SCENES), workers=$(nproc))"
+$PY tools/ensure_scenes.py "$SCENES"
 # shellcheck disable=SC2086
 $PY -m wildrayzer schedule --out "$OUT_DIR" --train-scenes "$SCENES" --steps "$S1" "$S2" "$S3" --export "$EXPORT" \
   --label-rounds "$ROUNDS" \

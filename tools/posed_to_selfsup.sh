@@ -43,8 +43,7 @@ train() {  # NAME INIT STEPS overrides...
 }
 if [ -z "${POSED:-}" ]; then
   if [ "$DATA" = data/synthetic_1536/re10k_processed_v2 ]; then  # the generated set, made once if absent
-    $PY -c "from wildrayzer.data.synthetic import SynthParams, ensure_default_data as e
-e('data/synthetic_1536', SynthParams(static_train=1536, dynamic_train=1536), workers=$(nproc))"
+    $PY tools/ensure_scenes.py 1536
   fi
   POSED=$OUT/posed
   train posed "" "$S_POSED" model.cameras=given training.batch_size=32 training.lr=1.0e-3 training.lr_warmup=300
