@@ -2,8 +2,8 @@
 # The shipped tiny model's recipe since v1.5 (benchmarks/RESULTS.md v1.4-v1.5): a posed stage 1, then a camera
 # estimator whose tokens read their own view learns the cameras from the rendering loss alone, then stages 2-3.
 #   0. unless POSED names one: a posed stage 1 (model.cameras=given: the dataset's cameras, normalised), d=128, batch
-#      32, lr 1e-3, S_POSED steps (tools/gpu_stage1_sweep.sh's posed_b32; 4,500 steps took minutes of an H200 -- on
-#      a CPU, hours: run it with DEVICE=cuda, or pass POSED);
+#      32, lr 1e-3, S_POSED steps (tools/gpu_stage1_sweep.sh's posed_b32; 4,500 steps took minutes of an H200, on a
+#      2-core CPU 65 min, the whole script 2 h (benchmarks/RESULTS.md v1.6); DEVICE=cuda, or pass POSED);
 #   1. its tokenizer, scene encoder and renderer + a fresh own-view camera estimator (training.init_from of a posed
 #      checkpoint into a model that predicts its cameras);
 #   2. the estimator alone against the frozen rest, targets shuffled, rendering loss only: two runs of S_CAM steps
