@@ -13,8 +13,9 @@
 #      S2 / S3 steps on data/synthetic_192), exported to EXPORT_DIR.
 #
 #   DEVICE=cuda bash tools/posed_to_selfsup.sh [OUT_DIR [EXPORT_DIR]]     # e.g. OUT_DIR checkpoints/wildrayzer_tiny_2view
-#   POSED=experiments/gpu_sweep/posed_b32/export bash tools/posed_to_selfsup.sh [OUT_DIR [EXPORT_DIR]]
-#   S_POSED=4500 S_CAM=3000 S_JOINT=1500 S2=300 S3=600 DATA=data/synthetic_1536/re10k_processed_v2 THREADS=2 (defaults)
+#   POSED=checkpoints/tiny_posed_start bash tools/posed_to_selfsup.sh [OUT_DIR [EXPORT_DIR]]   # phase 0 as committed
+#   S_POSED=4500 S_CAM=3000 S_JOINT=1500 S2=300 S3=600 DATA=data/synthetic_1536/re10k_processed_v2 THREADS=2 SEED=42
+#   (defaults; SEED is training.seed of every phase: the fresh estimator's initialisation and the data order)
 # Resumable: a finished phase is skipped, an interrupted one continues from its last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,7 @@ S_JOINT=${S_JOINT:-1500}
 S2=${S2:-300}
 S3=${S3:-600}
 DATA=${DATA:-data/synthetic_1536/re10k_processed_v2}
+SEED=${SEED:-42}
 export OMP_NUM_THREADS=${THREADS:-2}
 mkdir -p "$OUT"
 done_already() {  # NAME STEPS: the run's log says it finished
@@ -38,13 +40,13 @@ train() {  # NAME INIT STEPS overrides...
   if done_already "$name" "$steps"; then return; fi
   $PY -m wildrayzer train --config configs/tiny/wildrayzer_stage1_pretrain.yaml data.root="$DATA" \
     training.output_dir="$OUT" training.run_name="$name" training.init_from="$init" training.max_steps="$steps" \
-    training.device="$DEVICE" training.checkpoint_every=500 logging.progress=false logging.tensorboard=false "$@" \
-    2>&1 | tee -a "$OUT/$name.log"
+    training.device="$DEVICE" training.seed="$SEED" training.checkpoint_every=500 logging.progress=false \
+    logging.tensorboard=false "$@" 2>&1 | tee -a "$OUT/$name.log"
 }
+if [ "$DATA" = data/synthetic_1536/re10k_processed_v2 ]; then  # the generated set, made once if absent
+  $PY tools/ensure_scenes.py 1536
+fi
 if [ -z "${POSED:-}" ]; then
-  if [ "$DATA" = data/synthetic_1536/re10k_processed_v2 ]; then  # the generated set, made once if absent
-    $PY tools/ensure_scenes.py 1536
-  fi
   POSED=$OUT/posed
   train posed "" "$S_POSED" model.cameras=given training.batch_size=32 training.lr=1.0e-3 training.lr_warmup=300
 fi
@@ -77,5 +79,5 @@ STATIC_DIR=data/synthetic_192/re10k_processed_v2
 source tools/later_rounds.sh  # LATER_ROUNDS
 $PY -m wildrayzer schedule --out "$OUT/stages23" --train-scenes 192 --steps 1 "$S2" "$S3" --label-rounds "$ROUNDS" \
   --stage1-from "$OUT/joint" --export "$EXPORT" --stage-override 3 training.ema_decay=0.99 "${LATER_ROUNDS[@]}" \
-  model.camera_query=own_view training.device="$DEVICE" logging.progress=false logging.tensorboard=false \
-  2>&1 | tee -a "$OUT/stages23.log"
+  model.camera_query=own_view training.device="$DEVICE" training.seed="$SEED" logging.progress=false \
+  logging.tensorboard=false 2>&1 | tee -a "$OUT/stages23.log"
