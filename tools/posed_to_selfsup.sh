@@ -32,6 +32,7 @@ DATA=${DATA:-data/synthetic_1536/re10k_processed_v2}
 SEED=${SEED:-42}
 export OMP_NUM_THREADS=${THREADS:-2}
 mkdir -p "$OUT"
+COMMON=(training.device="$DEVICE" training.seed="$SEED" logging.progress=false logging.tensorboard=false)  # every run
 done_already() {  # NAME STEPS: the run's log says it finished
   grep -qs "^done: step $2," "$OUT/$1.log"
 }
@@ -40,8 +41,7 @@ train() {  # NAME INIT STEPS overrides...
   if done_already "$name" "$steps"; then return; fi
   $PY -m wildrayzer train --config configs/tiny/wildrayzer_stage1_pretrain.yaml data.root="$DATA" \
     training.output_dir="$OUT" training.run_name="$name" training.init_from="$init" training.max_steps="$steps" \
-    training.device="$DEVICE" training.seed="$SEED" training.checkpoint_every=500 logging.progress=false \
-    logging.tensorboard=false "$@" 2>&1 | tee -a "$OUT/$name.log"
+    training.checkpoint_every=500 "${COMMON[@]}" "$@" 2>&1 | tee -a "$OUT/$name.log"
 }
 if [ "$DATA" = data/synthetic_1536/re10k_processed_v2 ]; then  # the generated set, made once if absent
   $PY tools/ensure_scenes.py 1536
@@ -79,5 +79,4 @@ STATIC_DIR=data/synthetic_192/re10k_processed_v2
 source tools/later_rounds.sh  # LATER_ROUNDS
 $PY -m wildrayzer schedule --out "$OUT/stages23" --train-scenes 192 --steps 1 "$S2" "$S3" --label-rounds "$ROUNDS" \
   --stage1-from "$OUT/joint" --export "$EXPORT" --stage-override 3 training.ema_decay=0.99 "${LATER_ROUNDS[@]}" \
-  model.camera_query=own_view training.device="$DEVICE" training.seed="$SEED" logging.progress=false \
-  logging.tensorboard=false 2>&1 | tee -a "$OUT/stages23.log"
+  model.camera_query=own_view "${COMMON[@]}" 2>&1 | tee -a "$OUT/stages23.log"
