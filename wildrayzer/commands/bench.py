@@ -15,7 +15,8 @@ import torch
 from ..errors import UserError
 
 SCRIPTS = {"speed": "speed.py", "quality": "quality.py", "synth": "bench_synth.py",
-           "pseudolabel": "bench_pseudolabel.py", "headroom": "mask_headroom.py", "poses": "pose_probe.py"}
+           "pseudolabel": "bench_pseudolabel.py", "headroom": "mask_headroom.py", "poses": "pose_probe.py",
+           "detail": "detail.py"}
 
 
 def main(argv: list[str]) -> int:
