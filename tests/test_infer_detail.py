@@ -1,18 +1,12 @@
 """wildrayzer.infer.detail / `wildrayzer bench detail`: what limits a renderer, geometry or sub-token detail."""
 
-from pathlib import Path
-
 import pytest
 import torch
-from tiny_run import MODEL, NO_MOTION, REPO, TRAIN_CFG, run_cli, small_synth, tiny_pretrained
+from tiny_run import REPO, bench_on_static_test, posed_static_test
 
-from wildrayzer.config import load_config
-from wildrayzer.data import build_dataset
 from wildrayzer.errors import UserError
 from wildrayzer.infer.detail import KEYS, block_means, detail_scores
 from wildrayzer.infer.evaluate import evaluate
-from wildrayzer.infer.pipeline import Pipeline
-from wildrayzer.model import WildRayZerModel
 
 
 def test_block_means_is_the_best_one_colour_per_block_image():
@@ -33,12 +27,7 @@ def test_block_means_is_the_best_one_colour_per_block_image():
 
 @pytest.fixture(scope="module")
 def posed(tmp_path_factory):
-    root = small_synth(tmp_path_factory.mktemp("detail"))
-    cfg = load_config(TRAIN_CFG, MODEL + NO_MOTION + ["model.cameras=given", "data.split=test",
-                                                      f"data.root={root / 're10k_processed_v2'}"])
-    torch.manual_seed(0)
-    pipe = Pipeline(WildRayZerModel(cfg.model).eval(), None, cfg, torch.device("cpu"), Path("in-memory"))
-    return pipe, build_dataset(cfg, "eval"), root
+    return posed_static_test(tmp_path_factory.mktemp("detail"))
 
 
 def test_detail_scores_agree_with_evaluate_and_order_as_they_must(posed):
@@ -60,13 +49,6 @@ def test_an_empty_dataset_is_a_user_error(posed):
 
 
 def test_bench_detail_writes_its_table(posed, tmp_path, monkeypatch):
-    ckpt = tiny_pretrained(tmp_path / "model")
     monkeypatch.chdir(REPO)
-    out = tmp_path / "out"
-    rc, stdout, _ = run_cli(["bench", "detail", str(ckpt), "--out", str(out), *MODEL,
-                             f"data.root={posed[2] / 're10k_processed_v2'}"])
-    assert rc == 0
-    assert torch.is_grad_enabled()  # the script ran in this process and left autograd as it found it
-    md = (out / "detail.md").read_text()
-    assert md.startswith("| model | scenes | novel views (dB) | context re-rendered (dB) |") and str(ckpt) in md
-    assert md in stdout
+    md, _ = bench_on_static_test("detail", posed[2], tmp_path)
+    assert md.startswith("| model | scenes | novel views (dB) | context re-rendered (dB) |")

@@ -2,19 +2,14 @@
 known (the truth itself, its mirror image, identity poses) and end to end on a posed model."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from tiny_run import MODEL, NO_MOTION, REPO, TRAIN_CFG, run_cli, small_synth, tiny_pretrained
+from tiny_run import REPO, bench_on_static_test, posed_static_test
 
-from wildrayzer.config import load_config
-from wildrayzer.data import build_dataset
 from wildrayzer.errors import UserError
 from wildrayzer.geometry import make_pose, yaw_matrix
-from wildrayzer.infer.pipeline import Pipeline
 from wildrayzer.infer.pose_probe import order_follows, pose_probe, scene_probe, summarise
-from wildrayzer.model import WildRayZerModel
 
 MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0], dtype=torch.float64))
 
@@ -80,12 +75,7 @@ def test_one_context_view_has_no_progress_but_still_yaw():
 
 @pytest.fixture(scope="module")
 def posed(tmp_path_factory):
-    root = small_synth(tmp_path_factory.mktemp("poses"))
-    cfg = load_config(TRAIN_CFG, MODEL + NO_MOTION + ["model.cameras=given", "data.split=test",
-                                                      f"data.root={root / 're10k_processed_v2'}"])
-    torch.manual_seed(0)
-    pipe = Pipeline(WildRayZerModel(cfg.model).eval(), None, cfg, torch.device("cpu"), Path("in-memory"))
-    return pipe, build_dataset(cfg, "eval"), root
+    return posed_static_test(tmp_path_factory.mktemp("poses"))
 
 
 def test_a_posed_model_reproduces_the_dataset_cameras_and_its_renderer_reacts_to_a_turn(posed):
@@ -127,12 +117,6 @@ def test_an_empty_dataset_is_a_user_error(posed):
 
 
 def test_bench_poses_writes_its_table(posed, tmp_path, monkeypatch):
-    ckpt = tiny_pretrained(tmp_path / "model")
     monkeypatch.chdir(REPO)
-    out = tmp_path / "out"
-    rc, stdout, _ = run_cli(["bench", "poses", str(ckpt), "--out", str(out), *MODEL,
-                             f"data.root={posed[2] / 're10k_processed_v2'}"])
-    assert rc == 0
-    assert torch.is_grad_enabled()  # the script ran in this process and left autograd as it found it
-    md = (out / "poses.md").read_text()
-    assert md.startswith("| model | scenes | rot err (deg) |") and str(ckpt) in md and md in stdout
+    md, _ = bench_on_static_test("poses", posed[2], tmp_path)
+    assert md.startswith("| model | scenes | rot err (deg) |")

@@ -123,3 +123,38 @@ def photos(d: Path, n: int, bad_at: int | None = None, name: str = "photos") -> 
         else:
             Image.new("RGB", (24, 18), (30 * i, 60, 90)).save(folder / f"{i:02d}.png")
     return folder
+
+
+def posed_static_test(out: Path):
+    """A randomly initialised posed MODEL + NO_MOTION model (``model.cameras=given``) as an in-memory Pipeline, with
+    :func:`small_synth`'s static test set written to ``out``. -> (pipeline, eval dataset, data dir)."""
+    import torch
+
+    from wildrayzer.config import load_config
+    from wildrayzer.data import build_dataset
+    from wildrayzer.infer.pipeline import Pipeline
+    from wildrayzer.model import WildRayZerModel
+
+    root = small_synth(out)
+    cfg = load_config(TRAIN_CFG, MODEL + NO_MOTION + ["model.cameras=given", "data.split=test",
+                                                      f"data.root={root / 're10k_processed_v2'}"])
+    torch.manual_seed(0)
+    pipe = Pipeline(WildRayZerModel(cfg.model).eval(), None, cfg, torch.device("cpu"), Path("in-memory"))
+    return pipe, build_dataset(cfg, "eval"), root
+
+
+def bench_on_static_test(name: str, data_dir: Path, tmp: Path) -> tuple[str, str]:
+    """``wildrayzer bench NAME MODEL --out DIR`` on a fresh :func:`tiny_pretrained` model and the static test of
+    ``data_dir``, checked to exit 0, to leave autograd on and to print the table it writes. The benchmarks run from the
+    repository root: the caller changes there first (monkeypatch.chdir(REPO)). -> (the table file's text, stdout)."""
+    import torch
+
+    ckpt = tiny_pretrained(tmp / "model")
+    out = tmp / "out"
+    rc, stdout, _ = run_cli(["bench", name, str(ckpt), "--out", str(out), *MODEL,
+                             f"data.root={data_dir / 're10k_processed_v2'}"])
+    assert rc == 0
+    assert torch.is_grad_enabled()  # the script ran in this process and left autograd as it found it
+    md = next(out.glob("*.md")).read_text()
+    assert str(ckpt) in md and md in stdout
+    return md, stdout
