@@ -5,7 +5,7 @@ import torch
 from tiny_run import REPO, bench_on_static_test, posed_static_test
 
 from wildrayzer.errors import UserError
-from wildrayzer.infer.detail import KEYS, block_means, detail_scores
+from wildrayzer.infer.detail import KEYS, block_means, detail_scores, scene_detail_scores
 from wildrayzer.infer.evaluate import evaluate
 
 
@@ -46,6 +46,15 @@ def test_detail_scores_agree_with_evaluate_and_order_as_they_must(posed):
 def test_an_empty_dataset_is_a_user_error(posed):
     with pytest.raises(UserError, match="no scenes"):
         detail_scores(posed[0], [], progress=False)
+
+
+def test_a_scene_without_targets_and_images_of_the_wrong_size_are_user_errors(posed):
+    pipe, ds, _ = posed
+    item = ds[0]
+    with pytest.raises(UserError, match="no target views"):
+        scene_detail_scores(pipe, {**item, "images": item["images"][:2]})
+    with pytest.raises(UserError, match="must be 32x32"):
+        scene_detail_scores(pipe, {**item, "images": torch.zeros(8, 3, 16, 16)})
 
 
 def test_bench_detail_writes_its_table(posed, tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
-"""What the reliability, fault and security tests share: the repository paths, a very small model, quiet logging,
-a small synthetic dataset (32x32, 12 frames, no COCO set) to train and infer on, and the console entry point run
-in this process; a tree hash to prove that a refused command changed nothing on disk."""
+"""What the reliability, fault, security and benchmark tests share: the repository paths, a very small model, quiet
+logging, a small synthetic dataset (32x32, 12 frames, no COCO set) to train and infer on, and the console entry point
+run in this process; a tree hash to prove that a refused command changed nothing on disk."""
 
 import contextlib
 import hashlib
@@ -155,6 +155,6 @@ def bench_on_static_test(name: str, data_dir: Path, tmp: Path) -> tuple[str, str
                              f"data.root={data_dir / 're10k_processed_v2'}"])
     assert rc == 0
     assert torch.is_grad_enabled()  # the script ran in this process and left autograd as it found it
-    md = next(out.glob("*.md")).read_text()
+    md = (out / f"{name}.md").read_text()
     assert str(ckpt) in md and md in stdout
     return md, stdout

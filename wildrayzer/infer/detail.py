@@ -48,6 +48,7 @@ def _mean_psnr(pred: Tensor, gt: Tensor) -> float:
 def scene_detail_scores(pipe, item: dict) -> dict:
     """One scene's :data:`KEYS` for a loaded :class:`~wildrayzer.infer.pipeline.Pipeline` (eval mode)."""
     vc, patch = pipe.num_context, pipe.model.patch
+    pipe.check_images(item["images"][None])  # a clear error for images the model was not built for
     images = item["images"][None].to(pipe.device, torch.float32)  # (1, V, 3, H, W)
     if images.shape[1] <= vc:
         raise UserError(f"detail: scene {item.get('scene')} has no target views (needs more than {vc} views)")
