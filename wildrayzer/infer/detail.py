@@ -25,9 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import UserError
-from ..image_ops import psnr
 from .evaluate import copy_nearest_renders, scene_indices
-from .metrics import MetricsAggregator
+from .metrics import MetricsAggregator, psnr_full
 from .pipeline import item_cameras
 
 KEYS = ("target", "context", "target_coarse", "patch_means", "half_patch_means", "copy_nearest")
@@ -42,18 +41,16 @@ def block_means(images: Tensor, block: int) -> Tensor:
 
 def _mean_psnr(pred: Tensor, gt: Tensor) -> float:
     """pred, gt: (N, 3, H, W) in [0, 1] -> the mean over images of their PSNR."""
-    return psnr(pred.float(), gt.float()).mean().item()
+    return psnr_full(pred, gt).mean().item()
 
 
 def scene_detail_scores(pipe, item: dict) -> dict:
     """One scene's :data:`KEYS` for a loaded :class:`~wildrayzer.infer.pipeline.Pipeline` (eval mode)."""
     vc, patch = pipe.num_context, pipe.model.patch
-    pipe.check_images(item["images"][None])  # a clear error for images the model was not built for
-    images = item["images"][None].to(pipe.device, torch.float32)  # (1, V, 3, H, W)
+    images = item["images"][None]  # (1, V, 3, H, W)
     if images.shape[1] <= vc:
         raise UserError(f"detail: scene {item.get('scene')} has no target views (needs more than {vc} views)")
-    out = pipe.model(images, vc, semantic_feats=pipe.semantic_features(images[:, :vc]), render_inputs=True,
-                     cameras=item_cameras(pipe.model, item, pipe.device))
+    out = pipe.run(images, cameras=item_cameras(pipe.model, item, pipe.device), render_inputs=True)
     renders = out["renders"][0].float().cpu().clamp(0, 1)  # (Vt, 3, H, W)
     inputs = out["input_renders"][0].float().cpu().clamp(0, 1)  # (Vc, 3, H, W)
     gt = item["images"].float()

@@ -100,12 +100,13 @@ class Pipeline:
 
     @torch.no_grad()
     def run(self, images: Tensor, cameras: dict | None = None, apply_mae: bool | None = None,
-            semantic_feats: Tensor | None = None) -> dict:
+            semantic_feats: Tensor | None = None, render_inputs: bool = False) -> dict:
         """images: (B, V, 3, H, W) in [0, 1], context first -> the model's prediction dict, plus ``motion_probs``
         (B, Vc, 1, H, W) or None. With V == num_context only cameras, masks and the scene are predicted.
         cameras: {"c2w": (B, V, 4, 4), "fxfycxcy": (B, V, 4) pixels}, needed by a posed model (``posed``).
         apply_mae: token masking on/off for this call; None = the checkpoint's own setting.
-        semantic_feats: the context views' :meth:`semantic_features` when the caller already has them, else None."""
+        semantic_feats: the context views' :meth:`semantic_features` when the caller already has them, else None.
+        render_inputs: also re-render the context views from the scene at their own cameras (``input_renders``)."""
         self.check_images(images)
         images = images.to(self.device, torch.float32)
         sem = self.semantic_features(images[:, : self.num_context]) if semantic_feats is None else semantic_feats
@@ -113,7 +114,7 @@ class Pipeline:
         if cameras is not None:
             cameras = {k: cameras[k].to(self.device, torch.float32) for k in ("c2w", "fxfycxcy")}
         out = self.model(images, self.num_context, semantic_feats=sem, render_targets=with_targets, cameras=cameras,
-                         apply_mae=apply_mae)
+                         apply_mae=apply_mae, render_inputs=render_inputs)
         logits = out.get("motion_logits")
         probs = torch.sigmoid(logits.float()) if logits is not None else None
         if probs is not None and probs.shape[-2:] != images.shape[-2:]:  # a release decoder at patch != 16
