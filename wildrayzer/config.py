@@ -129,6 +129,13 @@ class TrainingConfig:
     keep_last_n: int = 3
     log_every: int = 10
     max_nonfinite_steps: int = 20  # consecutive non-finite steps before a clean stop
+    # > 0: when the mean of the last 25 losses lies this many dB (10 log10 of the loss) above the best block of
+    # rollback_every steps, restore the last good weights and multiply the lr by rollback_lr_factor
+    # (wildrayzer/train/rollback.py); 0: off
+    rollback_db: float = 0.0
+    rollback_every: int = 100
+    rollback_lr_factor: float = 0.5
+    max_rollbacks: int = 3  # roll-backs before a clean stop
     amp: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda

@@ -1,4 +1,5 @@
-"""The training loop shared by all stages: DDP, accumulation, AMP, non-finite guard, checkpoints, resume."""
+"""The training loop shared by all stages: DDP, accumulation, AMP, non-finite and loss-jump guards, checkpoints,
+resume."""
 
 from __future__ import annotations
 
@@ -23,13 +24,15 @@ from .ema import WeightEMA, ema_entry, restore_raw_weights
 from .logging import RunLogger
 from .optim import build_optimizer, build_scheduler
 from .rng import capture_rng, restore_rng, seed_everything
+from .rollback import LossJumpGuard
 from .sampler import EpochLoader
 from .stages import apply_trainable, get_stage
 from .warmstart import init_from_checkpoint
 
 
 class TrainingDivergedError(UserError):
-    """Too many consecutive non-finite steps; the last checkpoint is untouched."""
+    """Too many consecutive non-finite steps, or loss jumps after ``training.max_rollbacks`` roll-backs; the last
+    checkpoint is untouched."""
 
 
 class CheckpointWriteError(UserError):
@@ -124,6 +127,24 @@ def train(cfg, dataset=None, fault_hook=None) -> dict:
         cleanup()
 
 
+def _watch_loss(guard: LossJumpGuard, loss: float, step: int, info: DistInfo, log, last_ckpt) -> None:
+    """After a finite step: roll back on a loss jump seen by any rank, or close a block of the guard."""
+    if any_true(guard.jumped(loss), info):
+        jump = max(gather_objects(guard.recent_mean - guard.best, info))  # the rank that saw it
+        if guard.rollbacks >= guard.max_rollbacks:
+            raise TrainingDivergedError(
+                f"the training loss jumped {jump:.1f} dB above its best level at step "
+                f"{step} after {guard.rollbacks} roll-back(s) (training.max_rollbacks); the last good weights were "
+                f"those of step {guard.good['step']}, the last checkpoint: {last_ckpt or 'none'}. Lower training.lr "
+                "or check the data")
+        back_to = guard.roll_back()
+        log(f"step {step}: training loss {jump:.1f} dB above its best level (training.rollback_db "
+            f"{guard.db:g}); rolled back to the weights of step {back_to}, lr x{guard.lr_factor:g} from here "
+            f"(roll-back {guard.rollbacks} of at most {guard.max_rollbacks})")
+    elif guard.block_done():  # aligned on every rank: all feed the same steps and roll back together
+        guard.end_block(step)
+
+
 def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
     from ..model import WildRayZerModel
 
@@ -196,6 +217,7 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
     if logger.bar is not None:
         logger.bar.n = logger.bar.last_print_n = step
 
+    guard = LossJumpGuard(model, optimizer, scheduler, ema, t, step) if t.rollback_db > 0 else None
     amp = _amp_context(cfg, device)
     accum = max(1, t.grad_accum_steps)
     consecutive, last_ckpt = 0, latest
@@ -243,6 +265,8 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
                 scheduler.step()
             step += 1
             steps_since += 1
+            if guard is not None and not bad:
+                _watch_loss(guard, float(loss_total), step, info, log, last_ckpt)
             if info.is_main:
                 now = time.perf_counter()
                 ips = steps_since / max(now - t_last, 1e-9)
