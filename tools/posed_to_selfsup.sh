@@ -8,13 +8,16 @@
 #      checkpoint into a model that predicts its cameras);
 #   2. the estimator alone against the frozen rest, targets shuffled, rendering loss only: two runs of S_CAM steps
 #      (batch 8, lr 1e-3; the second from the first's weights with a fresh optimiser and schedule);
-#   3. every part jointly, rendering loss only, S_JOINT steps at lr 3e-4. No dataset camera is used after step 0;
+#   3. every part jointly, rendering loss only, S_JOINT steps at lr 3e-4. No dataset camera is used after step 0.
+#      Phases 1-3 roll back when the training loss jumps (training.rollback_db=ROLLBACK_DB, 3 dB; 0 = off): seed 1
+#      collapsed in phase 2 without it (benchmarks/RESULTS.md v1.7, v1.9);
 #   4. with EXPORT_DIR: stages 2-3 in two labelling rounds as shipped since v1.1 (`wildrayzer schedule --stage1-from`,
 #      S2 / S3 steps on data/synthetic_192), exported to EXPORT_DIR.
 #
 #   DEVICE=cuda bash tools/posed_to_selfsup.sh [OUT_DIR [EXPORT_DIR]]     # e.g. OUT_DIR checkpoints/wildrayzer_tiny_2view
 #   POSED=checkpoints/tiny_posed_start bash tools/posed_to_selfsup.sh [OUT_DIR [EXPORT_DIR]]   # phase 0 as committed
 #   S_POSED=4500 S_CAM=3000 S_JOINT=1500 S2=300 S3=600 DATA=data/synthetic_1536/re10k_processed_v2 THREADS=2 SEED=42
+#   ROLLBACK_DB=3
 #   (defaults; SEED is training.seed of every phase: the fresh estimator's initialisation and the data order)
 # Resumable: a finished phase is skipped, an interrupted one continues from its last checkpoint.
 set -euo pipefail
@@ -30,6 +33,7 @@ S2=${S2:-300}
 S3=${S3:-600}
 DATA=${DATA:-data/synthetic_1536/re10k_processed_v2}
 SEED=${SEED:-42}
+ROLLBACK_DB=${ROLLBACK_DB:-3}
 export OMP_NUM_THREADS=${THREADS:-2}
 mkdir -p "$OUT"
 COMMON=(training.device="$DEVICE" training.seed="$SEED" logging.progress=false logging.tensorboard=false)  # every run
@@ -63,7 +67,8 @@ except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 PYEOF
-OWN="training.batch_size=8 training.lr_warmup=100 data.shuffle_targets=true model.camera_query=own_view"
+OWN="training.batch_size=8 training.lr_warmup=100 data.shuffle_targets=true model.camera_query=own_view \
+training.rollback_db=$ROLLBACK_DB"
 FROZEN="training.freeze_parts=[tokenizer,scene,renderer]"
 # shellcheck disable=SC2086
 train cam_a "$POSED" "$S_CAM" $OWN "$FROZEN" training.lr=1.0e-3
