@@ -129,8 +129,21 @@ def main(argv: list[str] | None = None) -> int:
                         "first view count, with the stage-1 settings and this many steps (0: no posed row)")
     p.add_argument("--label-rounds", type=int, default=1,
                    help="labelling rounds of stages 2-3 (wildrayzer schedule --label-rounds); the last is evaluated")
+    for name, what in (("stage1", "stage 1"), ("stage2", "stage 2 (the stage-2 rows)"),
+                       ("stage3", "the full model"), ("posed", "a posed stage 1 (the posed row)")):
+        p.add_argument(f"--{name}", metavar="PATH", help=f"evaluate this model as {what} instead of a run under "
+                       "--out (run dir, checkpoint or pretrained dir); --stage1/2/3 go together and train nothing")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every stage")
     args = p.parse_args(argv)
+    given = {s: getattr(args, f"stage{s}") for s in (1, 2, 3)}
+    if any(given.values()) or args.posed:
+        if not all(given.values()):
+            p.error("--stage1, --stage2 and --stage3 go together (--posed is optional beside them)")
+        if len(args.views) != 1:
+            p.error("--stage1/2/3 name the models of one context-view count: give one --views")
+        for name in ("stage1", "stage2", "stage3", "posed"):
+            if getattr(args, name) and not Path(getattr(args, name)).exists():
+                p.error(f"--{name} {getattr(args, name)}: no such file or directory")
 
     from wildrayzer.commands.schedule import (
         DEFAULT_STEPS,
@@ -150,16 +163,19 @@ def main(argv: list[str] | None = None) -> int:
     for views in args.views:
         vdir = out / f"views{views}"
         t0 = time.time()
-        if args.skip_train:
+        if all(given.values()):
+            dirs = {s: Path(v) for s, v in given.items()}
+        elif args.skip_train:
             dirs = {1: vdir / RUN_NAMES[1], 3: vdir / run_name(3, args.label_rounds)}
         else:
             dirs = run_schedule(vdir, steps, view_overrides(views) + args.overrides, data_root=data_root,
                                 log=lambda m: print(m, file=sys.stderr, flush=True), label_rounds=args.label_rounds)
         # The stage-2 rows are stage 1 plus a mask head, as they say: the first round's stage 2 (a later round's
         # starts from a stage 3). The full-model row is the last round's stage 3.
-        dirs[2] = vdir / RUN_NAMES[2]
-        posed = None
-        if args.posed_steps and views == args.views[0]:
+        if not all(given.values()):
+            dirs[2] = vdir / RUN_NAMES[2]
+        posed = Path(args.posed) if args.posed else None
+        if posed is None and args.posed_steps and views == args.views[0]:
             posed = vdir / "posed" / RUN_NAMES[1]
             if not args.skip_train:
                 run_schedule(vdir / "posed", (args.posed_steps, 0, 0), view_overrides(views) + args.overrides
@@ -171,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     training = {"steps": steps, "posed_steps": args.posed_steps or None, "train_scenes": args.train_scenes or None,
                 "label_rounds": args.label_rounds, "overrides": args.overrides,
                 "train_seconds": timings}
-    if args.skip_train:  # nothing was trained here: the runs' own configs say how they were
+    if args.skip_train or all(given.values()):  # nothing was trained here: the runs' own configs say how they were
         training = dict.fromkeys(training)
-    write_results(out, "quality", {"machine": machine(), **training, "rows": rows}, table(rows))
+    models = {f"stage{s}": str(dirs[s]) for s in (1, 2, 3)} | ({"posed": str(posed)} if posed else {})
+    write_results(out, "quality", {"machine": machine(), **training, "models": models, "rows": rows}, table(rows))
     return 0
 
 

@@ -62,3 +62,49 @@ def test_quality_trains_two_rounds_and_evaluates_each_row_with_its_run(tmp_path,
     assert again["steps"] is None and again["label_rounds"] is None  # the runs' own configs say how they were made
     psnr = [r["metrics"]["psnr"] for r in result["rows"]]
     assert [r["metrics"]["psnr"] for r in again["rows"]] == pytest.approx(psnr)
+
+    # The same runs named one by one (as the shipped model's committed parts are): the same rows.
+    loaded.clear()
+    v = out / "views2"
+    named = ["--stage1", str(v / "stage1"), "--stage2", str(v / "stage2"), "--stage3", str(v / "stage3_round2"),
+             "--posed", str(v / "posed" / "stage1")]
+    assert cli_main(["bench", "quality", "--out", str(out / "named"), "--max-scenes", "1", *named]) == 0
+    assert sorted(set(loaded)) == sorted(expect)
+    named_rows = json.loads((out / "named" / "quality.json").read_text())["rows"]
+    assert [r["metrics"]["psnr"] for r in named_rows] == pytest.approx(psnr)
+
+
+def test_quality_evaluates_named_models_without_training_and_records_them(tmp_path, monkeypatch, capsys):
+    """--stage1/2/3 [--posed]: the table of committed checkpoints (the shipped model's parts) from one command; each
+    row gets the model named for it, nothing is trained, and quality.json says which files made the rows."""
+    import benchmarks.quality as quality
+    import wildrayzer.commands.schedule as schedule
+    import wildrayzer.data.synthetic as synthetic
+
+    seen = {}
+
+    def fake_rows(dirs, views, max_scenes, full_only, posed=None):
+        seen.update(dirs=dict(dirs), views=views, posed=posed)
+        return []
+
+    monkeypatch.setattr(quality, "evaluate_rows", fake_rows)
+    monkeypatch.setattr(synthetic, "ensure_default_data", lambda *a, **k: None)
+    monkeypatch.setattr(schedule, "run_schedule", lambda *a, **k: pytest.fail("trained a stage"))
+    for name in ("s1", "s2", "s3", "posed"):
+        (tmp_path / name).mkdir()
+    out = tmp_path / "q"
+    named = ["--stage1", str(tmp_path / "s1"), "--stage2", str(tmp_path / "s2"), "--stage3", str(tmp_path / "s3")]
+    assert quality.main(["--out", str(out), *named, "--posed", str(tmp_path / "posed")]) == 0
+    assert seen["dirs"] == {1: tmp_path / "s1", 2: tmp_path / "s2", 3: tmp_path / "s3"}
+    assert seen["posed"] == tmp_path / "posed" and seen["views"] == 2
+    result = json.loads((out / "quality.json").read_text())
+    assert result["models"] == {"stage1": str(tmp_path / "s1"), "stage2": str(tmp_path / "s2"),
+                                "stage3": str(tmp_path / "s3"), "posed": str(tmp_path / "posed")}
+    assert result["steps"] is None  # nothing trained: the models' own configs say how they were made
+
+    for argv, says in ((named[:4], "go together"), ([*named, "--views", "2", "3"], "one --views"),
+                       ([*named[:5], str(tmp_path / "missing")], "missing: no such file")):
+        with pytest.raises(SystemExit) as e:
+            quality.main(["--out", str(tmp_path / "bad"), *argv])
+        assert e.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
