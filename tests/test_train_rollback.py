@@ -2,6 +2,7 @@
 noise is not; a run that keeps jumping stops cleanly; under DDP one rank's jump rolls every rank back."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ from wildrayzer.config import load_config
 from wildrayzer.errors import ConfigError
 from wildrayzer.train.ema import WeightEMA
 from wildrayzer.train.loop import TrainingDivergedError, train
-from wildrayzer.train.optim import build_scheduler
+from wildrayzer.train.optim import build_scheduler, cosine_with_warmup
 from wildrayzer.train.rollback import LossJumpGuard
 from wildrayzer.weights import read_weights
 
@@ -74,10 +75,19 @@ def test_training_rolls_back_once_and_finishes(tmp_path, capfd):
     def spike_at_5(step, loss):  # the fifth step's loss x100 (+20 dB)
         return loss * 100.0 if step == 4 else loss
 
-    extra = [*GUARD, "training.max_steps=8", "training.checkpoint_every=1", "training.keep_last_n=0"]
-    out = train(cfg_for(tmp_path, "spike", *extra), dataset=RandomViews(), fault_hook=spike_at_5)
+    extra = [*GUARD, "training.max_steps=8", "training.checkpoint_every=1", "training.keep_last_n=0",
+             "training.log_every=1"]
+    cfg = cfg_for(tmp_path, "spike", *extra)
+    out = train(cfg, dataset=RandomViews(), fault_hook=spike_at_5)
     assert out["step"] == 8
-    assert "step 5: training loss" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "step 5: training loss" in err
+    # The logged lr is the one in use: the schedule's until the roll-back, half of it from there on.
+    t = cfg.training
+    logged = {int(m[1]): float(m[2]) for m in re.finditer(r"^step (\d+)/8 .* lr (\S+)", err, re.M)}
+    sched = {k: t.lr * cosine_with_warmup(k, t.lr_warmup, t.max_steps, t.min_lr_ratio) for k in logged}
+    assert sorted(logged) == list(range(1, 9))
+    assert all(logged[k] == pytest.approx(sched[k] * (0.5 if k >= 5 else 1.0), rel=1e-3) for k in range(1, 8))
     ckpts = tmp_path / "spike" / "checkpoints"
     w2, _ = read_weights(ckpts / "ckpt_00000002.safetensors")  # the good snapshot (block 3-4 confirmed it)
     w5, _ = read_weights(ckpts / "ckpt_00000005.safetensors")  # written after the roll-back

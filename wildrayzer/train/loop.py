@@ -275,7 +275,7 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
             if step % t.log_every == 0 or step == t.max_steps:
                 scalars = mean_over_ranks({"loss": loss_total, "grad_norm": grad_norm.float(), **logs_sum}, info)
                 scalars = {f"train/{k}": v for k, v in scalars.items()}
-                scalars.update({"train/lr": scheduler.get_last_lr()[0], "train/nonfinite_steps": nonfinite_total,
+                scalars.update({"train/lr": optimizer.param_groups[0]["lr"], "train/nonfinite_steps": nonfinite_total,
                                 "train/it_per_s": steps_since / max(time.perf_counter() - t_last, 1e-9)})
                 logger.log(step, scalars)
                 t_last, steps_since = time.perf_counter(), 0

@@ -100,9 +100,8 @@ class LossJumpGuard:
             self.ema.updates = updates
         self.scheduler.base_lrs = [lr * self.lr_factor for lr in self.scheduler.base_lrs]
         last = self.scheduler.get_last_lr()
-        for group, lr in zip(self.optimizer.param_groups, last):
+        for group, lr in zip(self.optimizer.param_groups, last):  # the log reads the lr in use from the groups
             group["lr"] = lr * self.lr_factor
-        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         self.rollbacks += 1
         self.recent.clear()
         self.block = []
