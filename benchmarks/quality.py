@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_default_data("data/synthetic")  # its test scenes are the evaluation set
     data_root = ensure_training_data(args.train_scenes)
     out = Path(args.out)
-    rows, timings = [], {}
+    rows, timings, models = [], {}, {}  # models: per view count, the files each row was evaluated with
     for views in args.views:
         vdir = out / f"views{views}"
         t0 = time.time()
@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                              + ["model.cameras=given"], stages=(1,), data_root=data_root,
                              log=lambda m: print(m, file=sys.stderr, flush=True))
         timings[views] = time.time() - t0
+        models[views] = {f"stage{s}": str(dirs[s]) for s in (1, 2, 3)} | ({"posed": str(posed)} if posed else {})
         with torch.no_grad():
             rows += evaluate_rows(dirs, views, args.max_scenes, full_only=views != args.views[0], posed=posed)
     training = {"steps": steps, "posed_steps": args.posed_steps or None, "train_scenes": args.train_scenes or None,
@@ -189,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
                 "train_seconds": timings}
     if args.skip_train or all(given.values()):  # nothing was trained here: the runs' own configs say how they were
         training = dict.fromkeys(training)
-    models = {f"stage{s}": str(dirs[s]) for s in (1, 2, 3)} | ({"posed": str(posed)} if posed else {})
     write_results(out, "quality", {"machine": machine(), **training, "models": models, "rows": rows}, table(rows))
     return 0
 

@@ -98,7 +98,7 @@ def test_quality_evaluates_named_models_without_training_and_records_them(tmp_pa
     assert seen["dirs"] == {1: tmp_path / "s1", 2: tmp_path / "s2", 3: tmp_path / "s3"}
     assert seen["posed"] == tmp_path / "posed" and seen["views"] == 2
     result = json.loads((out / "quality.json").read_text())
-    assert result["models"] == {"stage1": str(tmp_path / "s1"), "stage2": str(tmp_path / "s2"),
+    assert result["models"]["2"] == {"stage1": str(tmp_path / "s1"), "stage2": str(tmp_path / "s2"),
                                 "stage3": str(tmp_path / "s3"), "posed": str(tmp_path / "posed")}
     assert result["steps"] is None  # nothing trained: the models' own configs say how they were made
 
