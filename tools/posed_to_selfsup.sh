@@ -2,8 +2,11 @@
 # The shipped tiny model's recipe since v1.5 (benchmarks/RESULTS.md v1.4-v1.5): a posed stage 1, then a camera
 # estimator whose tokens read their own view learns the cameras from the rendering loss alone, then stages 2-3.
 #   0. unless POSED names one: a posed stage 1 (model.cameras=given: the dataset's cameras, normalised), d=128, batch
-#      32, lr 1e-3, S_POSED steps (tools/gpu_stage1_sweep.sh's posed_b32; 4,500 steps took minutes of an H200, on a
-#      2-core CPU 65 min, the whole script 2 h (benchmarks/RESULTS.md v1.6); DEVICE=cuda, or pass POSED);
+#      32: (a) unless POSED_START names one, S_POSED steps at lr 1e-3 (tools/gpu_stage1_sweep.sh's posed_b32; 4,500
+#      steps took minutes of an H200, 65 min on a 2-core CPU: checkpoints/tiny_posed_start); (b) with S_POSED_B > 0
+#      (default 0, as shipped), that many more steps from it at lr 5e-4, warmup 100 (a fresh schedule; 2,000 steps:
+#      40 min on the CPU, a posed model 0.24 dB better, but seed 42's stage 1 from it no better: benchmarks/RESULTS.md
+#      v2.0). The whole script with S_POSED_B=0: 2 h on the CPU (v1.6). DEVICE=cuda, or pass POSED_START / POSED;
 #   1. its tokenizer, scene encoder and renderer + a fresh own-view camera estimator (training.init_from of a posed
 #      checkpoint into a model that predicts its cameras);
 #   2. the estimator alone against the frozen rest, targets shuffled, rendering loss only: two runs of S_CAM steps
@@ -16,7 +19,9 @@
 #
 #   DEVICE=cuda bash tools/posed_to_selfsup.sh [OUT_DIR [EXPORT_DIR]]     # e.g. OUT_DIR checkpoints/wildrayzer_tiny_2view
 #   POSED=checkpoints/tiny_posed_start bash tools/posed_to_selfsup.sh [OUT_DIR [EXPORT_DIR]]   # phase 0 as committed
-#   S_POSED=4500 S_CAM=3000 S_JOINT=1500 S2=300 S3=600 DATA=data/synthetic_1536/re10k_processed_v2 THREADS=2 SEED=42
+#   POSED_START=checkpoints/tiny_posed_start S_POSED_B=2000 bash tools/posed_to_selfsup.sh OUT EXPORT   # 0a committed
+#   S_POSED=4500 S_POSED_B=0 S_CAM=3000 S_JOINT=1500 S2=300 S3=600 DATA=data/synthetic_1536/re10k_processed_v2
+#   THREADS=2 SEED=42
 #   ROLLBACK_DB=3
 #   (defaults; SEED is training.seed of every phase: the fresh estimator's initialisation and the data order)
 # Resumable: a finished phase is skipped, an interrupted one continues from its last checkpoint.
@@ -27,6 +32,7 @@ OUT=${1:-experiments/posed_to_selfsup}
 EXPORT=${2:-}
 DEVICE=${DEVICE:-cpu}
 S_POSED=${S_POSED:-4500}
+S_POSED_B=${S_POSED_B:-0}
 S_CAM=${S_CAM:-3000}
 S_JOINT=${S_JOINT:-1500}
 S2=${S2:-300}
@@ -51,8 +57,16 @@ if [ "$DATA" = data/synthetic_1536/re10k_processed_v2 ]; then  # the generated s
   $PY tools/ensure_scenes.py 1536
 fi
 if [ -z "${POSED:-}" ]; then
-  POSED=$OUT/posed
-  train posed "" "$S_POSED" model.cameras=given training.batch_size=32 training.lr=1.0e-3 training.lr_warmup=300
+  POSED=${POSED_START:-}
+  if [ -z "$POSED" ]; then
+    POSED=$OUT/posed
+    train posed "" "$S_POSED" model.cameras=given training.batch_size=32 training.lr=1.0e-3 training.lr_warmup=300
+  fi
+  if [ "$S_POSED_B" -gt 0 ]; then
+    train posed_b "$POSED" "$S_POSED_B" model.cameras=given training.batch_size=32 training.lr=5.0e-4 \
+      training.lr_warmup=100
+    POSED=$OUT/posed_b
+  fi
 fi
 $PY - "$POSED" <<'PYEOF'  # only a posed source: its renderer reads the cameras the estimator learns to give
 import sys
