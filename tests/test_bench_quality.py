@@ -63,7 +63,7 @@ def test_quality_trains_two_rounds_and_evaluates_each_row_with_its_run(tmp_path,
     psnr = [r["metrics"]["psnr"] for r in result["rows"]]
     assert [r["metrics"]["psnr"] for r in again["rows"]] == pytest.approx(psnr)
 
-    # The same runs named one by one (as the shipped model's committed parts are): the same rows.
+    # The same runs named one by one (as models made elsewhere are): the same rows.
     loaded.clear()
     v = out / "views2"
     named = ["--stage1", str(v / "stage1"), "--stage2", str(v / "stage2"), "--stage3", str(v / "stage3_round2"),
@@ -75,8 +75,8 @@ def test_quality_trains_two_rounds_and_evaluates_each_row_with_its_run(tmp_path,
 
 
 def test_quality_evaluates_named_models_without_training_and_records_them(tmp_path, monkeypatch, capsys):
-    """--stage1/2/3 [--posed]: the table of committed checkpoints (the shipped model's parts) from one command; each
-    row gets the model named for it, nothing is trained, and quality.json says which files made the rows."""
+    """--stage1/2/3 [--posed]: the table of models named one by one (made elsewhere) from one command; each row gets
+    the model named for it, nothing is trained, and quality.json says which files made the rows."""
     import benchmarks.quality as quality
     import wildrayzer.commands.schedule as schedule
     import wildrayzer.data.synthetic as synthetic
