@@ -136,14 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every stage")
     args = p.parse_args(argv)
     given = {s: getattr(args, f"stage{s}") for s in (1, 2, 3)}
+    named = all(given.values())  # the rows' models are named: nothing is trained, no run under --out is read
     if any(given.values()) or args.posed:
-        if not all(given.values()):
+        if not named:
             p.error("--stage1, --stage2 and --stage3 go together (--posed is optional beside them)")
         if len(args.views) != 1:
             p.error("--stage1/2/3 name the models of one context-view count: give one --views")
         for name in ("stage1", "stage2", "stage3", "posed"):
-            if getattr(args, name) and not Path(getattr(args, name)).exists():
-                p.error(f"--{name} {getattr(args, name)}: no such file or directory")
+            path = getattr(args, name)
+            if path and not Path(path).exists():
+                p.error(f"--{name} {path}: no such file or directory")
 
     from wildrayzer.commands.schedule import (
         DEFAULT_STEPS,
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     for views in args.views:
         vdir = out / f"views{views}"
         t0 = time.time()
-        if all(given.values()):
+        if named:
             dirs = {s: Path(v) for s, v in given.items()}
         elif args.skip_train:
             dirs = {1: vdir / RUN_NAMES[1], 3: vdir / run_name(3, args.label_rounds)}
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                                 log=lambda m: print(m, file=sys.stderr, flush=True), label_rounds=args.label_rounds)
         # The stage-2 rows are stage 1 plus a mask head, as they say: the first round's stage 2 (a later round's
         # starts from a stage 3). The full-model row is the last round's stage 3.
-        if not all(given.values()):
+        if not named:
             dirs[2] = vdir / RUN_NAMES[2]
         posed = Path(args.posed) if args.posed else None
         if posed is None and args.posed_steps and views == args.views[0]:
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     training = {"steps": steps, "posed_steps": args.posed_steps or None, "train_scenes": args.train_scenes or None,
                 "label_rounds": args.label_rounds, "overrides": args.overrides,
                 "train_seconds": timings}
-    if args.skip_train or all(given.values()):  # nothing was trained here: the runs' own configs say how they were
+    if args.skip_train or named:  # nothing was trained here: the runs' own configs say how they were
         training = dict.fromkeys(training)
     write_results(out, "quality", {"machine": machine(), **training, "models": models, "rows": rows}, table(rows))
     return 0
