@@ -168,6 +168,27 @@ def test_init_from_view_index_checkpoint_into_own_view_model(tmp_path):
         init_from_checkpoint(WildRayZerModel(cfg1.model), cfg1, str(tmp_path / "own"), lines.append)
 
 
+def test_init_from_checkpoint_without_shift_cue_into_a_cued_model(tmp_path):
+    """An estimator without the shift cue starts one with it (model.camera_shift_cue): the cue is fresh (zero output,
+    so the cameras are the source's), the rest copied; a cued checkpoint into a model without one is refused."""
+    cfg1 = tiny("model.camera_query=own_view")
+    torch.manual_seed(0)
+    src = WildRayZerModel(cfg1.model)
+    save(tmp_path / "plain", 3, src, cfg1)
+    cfg2 = tiny("model.camera_query=own_view", "model.camera_shift_cue=true")
+    dst = WildRayZerModel(cfg2.model)
+    lines = []
+    fresh = init_from_checkpoint(dst, cfg2, str(tmp_path / "plain"), lines.append)
+    assert fresh and all(k.startswith("camera.shift_cue.") for k in fresh)
+    assert lines[0].endswith("keep their fresh init: camera.shift_cue")
+    x = torch.rand(1, cfg1.model.num_context_views + cfg1.model.num_target_views, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(dst.eval()(x, 2)["cameras"]["c2w"], src.eval()(x, 2)["cameras"]["c2w"])
+    save(tmp_path / "cued", 1, dst, cfg2)
+    with pytest.raises(CheckpointError, match="camera_shift_cue"):
+        init_from_checkpoint(WildRayZerModel(cfg1.model), cfg1, str(tmp_path / "cued"), lines.append)
+
+
 def test_init_from_posed_checkpoint_into_predicting_model_keeps_a_fresh_estimator(tmp_path):
     """A posed model (model.cameras=given) builds no camera estimator: a model that predicts its cameras starts from
     its tokenizer, scene encoder and renderer with the whole estimator fresh (whatever its layers or query); a posed

@@ -34,6 +34,8 @@ DEVICE=${DEVICE:-cpu}
 S_POSED=${S_POSED:-4500}
 S_POSED_B=${S_POSED_B:-0}
 S_CAM=${S_CAM:-3000}
+S_CAM_B=${S_CAM_B:-$S_CAM}
+SHIFT_CUE=${SHIFT_CUE:-0}
 S_JOINT=${S_JOINT:-1500}
 S2=${S2:-300}
 S3=${S3:-600}
@@ -83,13 +85,20 @@ except UserError as e:
 PYEOF
 OWN="training.batch_size=8 training.lr_warmup=100 data.shuffle_targets=true model.camera_query=own_view \
 training.rollback_db=$ROLLBACK_DB"
+CUE=model.camera_shift_cue=false
+if [ "$SHIFT_CUE" = 1 ]; then CUE=model.camera_shift_cue=true; fi
+OWN="$OWN $CUE"
 FROZEN="training.freeze_parts=[tokenizer,scene,renderer]"
 # shellcheck disable=SC2086
 train cam_a "$POSED" "$S_CAM" $OWN "$FROZEN" training.lr=1.0e-3
+CAM=$OUT/cam_a
+if [ "$S_CAM_B" -gt 0 ]; then
+  # shellcheck disable=SC2086
+  train cam_b "$OUT/cam_a" "$S_CAM_B" $OWN "$FROZEN" training.lr=1.0e-3
+  CAM=$OUT/cam_b
+fi
 # shellcheck disable=SC2086
-train cam_b "$OUT/cam_a" "$S_CAM" $OWN "$FROZEN" training.lr=1.0e-3
-# shellcheck disable=SC2086
-train joint "$OUT/cam_b" "$S_JOINT" $OWN "training.freeze_parts=[]" training.lr=3.0e-4
+train joint "$CAM" "$S_JOINT" $OWN "training.freeze_parts=[]" training.lr=3.0e-4
 echo "stage 1: $OUT/joint (wildrayzer bench poses $OUT/joint data.root=...)"
 [ -n "$EXPORT" ] || exit 0
 ROUNDS=2
@@ -98,4 +107,4 @@ STATIC_DIR=data/synthetic_192/re10k_processed_v2
 source tools/later_rounds.sh  # LATER_ROUNDS
 $PY -m wildrayzer schedule --out "$OUT/stages23" --train-scenes 192 --steps 1 "$S2" "$S3" --label-rounds "$ROUNDS" \
   --stage1-from "$OUT/joint" --export "$EXPORT" --stage-override 3 training.ema_decay=0.99 "${LATER_ROUNDS[@]}" \
-  model.camera_query=own_view "${COMMON[@]}" 2>&1 | tee -a "$OUT/stages23.log"
+  model.camera_query=own_view "$CUE" "${COMMON[@]}" 2>&1 | tee -a "$OUT/stages23.log"

@@ -63,6 +63,9 @@ class ModelConfig:
     # token must find its own view's image tokens by attention) | own_view (plus an attention pool over its own
     # view's image tokens, zero-initialised; not in the release, so a converted release checkpoint keeps view_index).
     camera_query: str = "view_index"
+    # Camera tokens also add an MLP (zero-initialised) of how each image correlates with view 0's under whole-pixel
+    # row / column shifts (model/shift_cue.py; not in the release): the turn between views from a registration cue.
+    camera_shift_cue: bool = False
 
 
 @dataclass

@@ -32,7 +32,7 @@ STEM = re.compile(r"^ckpt_(\d{8})$")
 ARCH_KEYS = ("image_size", "patch_size", "dim", "heads", "mlp_ratio", "camera_layers", "scene_layers",
              "renderer_layers", "motion_layers", "num_latents", "num_context_views", "num_target_views", "qk_norm",
              "use_motion_mask", "motion_heads", "motion_upsample_steps", "cameras",
-             "camera_query")
+             "camera_query", "camera_shift_cue")
 log = logging.getLogger(__name__)
 
 

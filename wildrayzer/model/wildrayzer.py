@@ -40,7 +40,7 @@ class WildRayZerModel(nn.Module):
         # Posed mode (model.cameras=given) takes the dataset's cameras instead: no camera estimator is built.
         self.camera = None if m.cameras == "given" else CameraEstimator(
             m.dim, depth=m.camera_layers, num_views=self.num_views, focal_offset=m.focal_offset, query=m.camera_query,
-            **common)
+            shift_cue=m.camera_shift_cue, **common)
         self.scene = SceneEncoder(m.patch_size, m.dim, depth=m.scene_layers, num_latents=m.num_latents, **common)
         self.renderer = Renderer(m.patch_size, m.dim, depth=m.renderer_layers, **common)
         # Always registered, so it is in every checkpoint whether or not masking is on (the release omits it).
@@ -64,13 +64,15 @@ class WildRayZerModel(nn.Module):
                 f"{self.num_views - self.num_context} views; got {num_context} + {v - num_context}. Pass that many "
                 "views (or the context views alone) or use a checkpoint trained for your view count")
 
-    def _cameras(self, tokens: Tensor, given: dict | None, b: int, v: int, h: int, w: int) -> dict:
-        """tokens: (B, V, N, D) -> {"c2w": (B, V, 4, 4), "fxfycxcy": (B, V, 4)}, given or predicted."""
+    def _cameras(self, tokens: Tensor, given: dict | None, images: Tensor) -> dict:
+        """tokens: (B, V, N, D), images: (B, V, 3, H, W) -> {"c2w": (B, V, 4, 4), "fxfycxcy": (B, V, 4)}, given or
+        predicted."""
+        b, v, _, h, w = images.shape
         if given is None:
             if self.camera is None:
                 raise ConfigError("this model was trained with model.cameras=given (posed): pass the views' cameras "
                                   "(c2w and fxfycxcy); the dataset's metadata provides them")
-            return self.camera(tokens, h, w)
+            return self.camera(tokens, h, w, images)
         c2w, k = given["c2w"], given["fxfycxcy"]
         if tuple(c2w.shape) != (b, v, 4, 4) or tuple(k.shape) != (b, v, 4):
             raise ConfigError(f"given cameras must be c2w ({b}, {v}, 4, 4) and fxfycxcy ({b}, {v}, 4) for these "
@@ -111,7 +113,7 @@ class WildRayZerModel(nn.Module):
         vc = num_context
         self._check_views(v, vc)
         tokens = self.tokenizer(images)  # (B, V, N, D)
-        cameras = self._cameras(tokens, cameras, b, v, h, w)
+        cameras = self._cameras(tokens, cameras, images)
         plucker = self.plucker(cameras["c2w"], cameras["fxfycxcy"], h, w)  # (B, V, 6, H, W)
         ctx_plucker_tokens = self.scene.plucker_embed(plucker[:, :vc])  # (B, Vc, N, D)
 

@@ -9,7 +9,7 @@ from torch import nn
 from ..weights import ARCH_KEYS, check_arch, load_state_strict, read_weights, resolve_checkpoint, stored_config
 
 _MOTION_KEYS = ("use_motion_mask", "motion_layers", "motion_heads")
-_CAMERA_KEYS = ("cameras", "camera_layers", "camera_query")
+_CAMERA_KEYS = ("cameras", "camera_layers", "camera_query", "camera_shift_cue")
 
 
 def _module(key: str) -> str:
@@ -22,7 +22,7 @@ def init_from_checkpoint(model: nn.Module, cfg, path: str, log: Callable[[str], 
     """Load ``path`` (file or run dir) into ``model``. Architecture and every key/shape must match, except the
     motion estimator when the source was trained without one, the camera tokens' own-view pool when the source
     names them by view index alone (``model.camera_query``; the pool starts at zero, so the loaded model predicts what
-    the source does), and the whole camera estimator when the source is posed (``model.cameras=given``, which builds
+    the source does), the shift cue when the source has none (``model.camera_shift_cue``; also zero at first), and the whole camera estimator when the source is posed (``model.cameras=given``, which builds
     none) and the model predicts its cameras. Keys the source lacks are listed in the log and returned."""
     weights = resolve_checkpoint(path)
     state, meta = read_weights(weights)
@@ -32,6 +32,7 @@ def init_from_checkpoint(model: nn.Module, cfg, path: str, log: Callable[[str], 
         (not src.use_motion_mask and m.use_motion_mask, _MOTION_KEYS, "motion."),
         (src.cameras == "given" and m.cameras == "predicted", _CAMERA_KEYS, "camera."),
         (src.camera_query == "view_index" and m.camera_query == "own_view", ("camera_query",), "camera.own_view_pool."),
+        (not src.camera_shift_cue and m.camera_shift_cue, ("camera_shift_cue",), "camera.shift_cue."),
     ) if source_lacks]
     unchecked = {k for keys, _ in lacks for k in keys}
     check_arch(m, src, f"training.init_from={path}: {weights}", tuple(k for k in ARCH_KEYS if k not in unchecked))
