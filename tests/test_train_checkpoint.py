@@ -145,48 +145,41 @@ def test_init_from_stage1_into_motion_model_lists_fresh_modules(tmp_path):
         init_from_checkpoint(WildRayZerModel(cfg1.model), cfg1, str(tmp_path / "stage2"), lines.append)
 
 
-def test_init_from_view_index_checkpoint_into_own_view_model(tmp_path):
-    """A release-style estimator (camera_query=view_index) starts an own-view model: the pool is fresh (zero output,
-    so the cameras are the source's), everything else is copied; the reverse would drop trained weights: refused."""
-    cfg1 = tiny()
+def _fresh_part_from_a_source_without_it(tmp_path, base: tuple, option: str, part: str, arch_key: str) -> None:
+    """A checkpoint built with ``base`` starts a model with ``option`` too: only ``camera.<part>`` is fresh (and
+    predicts nothing yet, so the cameras are the source's), everything else is copied; the reverse would drop trained
+    weights: refused, naming ``arch_key``."""
+    cfg1 = tiny(*base)
     torch.manual_seed(0)
     src = WildRayZerModel(cfg1.model)
-    save(tmp_path / "release_style", 3, src, cfg1)
-    cfg2 = tiny("model.camera_query=own_view")
+    save(tmp_path / "src", 3, src, cfg1)
+    cfg2 = tiny(*base, option)
     dst = WildRayZerModel(cfg2.model)
     lines = []
-    fresh = init_from_checkpoint(dst, cfg2, str(tmp_path / "release_style"), lines.append)
-    assert fresh and all(k.startswith("camera.own_view_pool.") for k in fresh)
-    assert lines[0].endswith("keep their fresh init: camera.own_view_pool")
+    fresh = init_from_checkpoint(dst, cfg2, str(tmp_path / "src"), lines.append)
+    assert fresh and all(k.startswith(f"camera.{part}.") for k in fresh)
+    assert lines[0].endswith(f"keep their fresh init: camera.{part}")
     for k, v in src.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v)
     x = torch.rand(1, cfg1.model.num_context_views + cfg1.model.num_target_views, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(dst.eval()(x, 2)["cameras"]["c2w"], src.eval()(x, 2)["cameras"]["c2w"])
-    save(tmp_path / "own", 1, dst, cfg2)
-    with pytest.raises(CheckpointError, match="camera_query"):
-        init_from_checkpoint(WildRayZerModel(cfg1.model), cfg1, str(tmp_path / "own"), lines.append)
+    save(tmp_path / "dst", 1, dst, cfg2)
+    with pytest.raises(CheckpointError, match=arch_key):
+        init_from_checkpoint(WildRayZerModel(cfg1.model), cfg1, str(tmp_path / "dst"), lines.append)
+
+
+def test_init_from_view_index_checkpoint_into_own_view_model(tmp_path):
+    """A release-style estimator (camera_query=view_index) starts an own-view model: the pool is fresh (zero output,
+    so the cameras are the source's), everything else is copied; the reverse would drop trained weights: refused."""
+    _fresh_part_from_a_source_without_it(tmp_path, (), "model.camera_query=own_view", "own_view_pool", "camera_query")
 
 
 def test_init_from_checkpoint_without_shift_cue_into_a_cued_model(tmp_path):
     """An estimator without the shift cue starts one with it (model.camera_shift_cue): the cue is fresh (zero output,
     so the cameras are the source's), the rest copied; a cued checkpoint into a model without one is refused."""
-    cfg1 = tiny("model.camera_query=own_view")
-    torch.manual_seed(0)
-    src = WildRayZerModel(cfg1.model)
-    save(tmp_path / "plain", 3, src, cfg1)
-    cfg2 = tiny("model.camera_query=own_view", "model.camera_shift_cue=true")
-    dst = WildRayZerModel(cfg2.model)
-    lines = []
-    fresh = init_from_checkpoint(dst, cfg2, str(tmp_path / "plain"), lines.append)
-    assert fresh and all(k.startswith("camera.shift_cue.") for k in fresh)
-    assert lines[0].endswith("keep their fresh init: camera.shift_cue")
-    x = torch.rand(1, cfg1.model.num_context_views + cfg1.model.num_target_views, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(dst.eval()(x, 2)["cameras"]["c2w"], src.eval()(x, 2)["cameras"]["c2w"])
-    save(tmp_path / "cued", 1, dst, cfg2)
-    with pytest.raises(CheckpointError, match="camera_shift_cue"):
-        init_from_checkpoint(WildRayZerModel(cfg1.model), cfg1, str(tmp_path / "cued"), lines.append)
+    _fresh_part_from_a_source_without_it(tmp_path, ("model.camera_query=own_view",), "model.camera_shift_cue=true",
+                                         "shift_cue", "camera_shift_cue")
 
 
 def test_init_from_posed_checkpoint_into_predicting_model_keeps_a_fresh_estimator(tmp_path):
