@@ -22,7 +22,8 @@ def _texture(size: int, seed: int = 0) -> torch.Tensor:
 
 
 def _pair(size: int, dx: int, dy: int) -> torch.Tensor:
-    """(1, 2, 3, size, size): view 0 and a crop of the same texture moved so that view1[y, x] = view0[y + dy, x + dx]."""
+    """(1, 2, 3, size, size): view 0 and a crop of the same texture moved so that
+    view1[y, x] = view0[y + dy, x + dx]."""
     big = _texture(size + 2 * 24)
     o = 24
     v0 = big[:, o:o + size, o:o + size]
@@ -33,8 +34,9 @@ def _pair(size: int, dx: int, dy: int) -> torch.Tensor:
 @pytest.mark.parametrize(("size", "dx", "dy"), [(64, 5, 0), (64, -9, 0), (64, 0, -3), (128, 10, 0), (128, 0, 14)])
 def test_shift_profiles_peak_at_the_shift_between_the_views(size, dx, dy):
     """The column profile of view 1 peaks at its horizontal shift against view 0 (a turn), the row profile at its
-    vertical one (each is measured at no shift along the other axis: pure shifts here), in pixels of the 64-pixel cue image (a 128-pixel
-    pair shifted by 10 peaks at 5); view 0's profiles at 0, where it correlates 1 with itself."""
+    vertical one (each is measured at no shift along the other axis: pure shifts here), in pixels of the 64-pixel
+    cue image (a 128-pixel pair shifted by 10 peaks at 5); view 0's profiles at 0, where it correlates 1 with
+    itself."""
     prof = shift_profiles(_pair(size, dx, dy))
     assert prof.shape == (1, 2, PROFILE)
     cols, rows = prof[0, :, :PROFILE // 2], prof[0, :, PROFILE // 2:]

@@ -22,8 +22,9 @@ def init_from_checkpoint(model: nn.Module, cfg, path: str, log: Callable[[str], 
     """Load ``path`` (file or run dir) into ``model``. Architecture and every key/shape must match, except the
     motion estimator when the source was trained without one, the camera tokens' own-view pool when the source
     names them by view index alone (``model.camera_query``; the pool starts at zero, so the loaded model predicts what
-    the source does), the shift cue when the source has none (``model.camera_shift_cue``; also zero at first), and the whole camera estimator when the source is posed (``model.cameras=given``, which builds
-    none) and the model predicts its cameras. Keys the source lacks are listed in the log and returned."""
+    the source does), the shift cue when the source has none (``model.camera_shift_cue``; also zero at first), and
+    the whole camera estimator when the source is posed (``model.cameras=given``, which builds none) and the model
+    predicts its cameras. Keys the source lacks are listed in the log and returned."""
     weights = resolve_checkpoint(path)
     state, meta = read_weights(weights)
     src = stored_config(meta, str(weights)).model
