@@ -4,8 +4,8 @@ Per view, how well its image matches the canonical view's (view 0) when shifted 
 whole pixels along the rows and, separately, along the columns: normalised cross-correlation over the overlap of the
 two grey images, area-resized to ``CUE_SIZE`` pixels a side. No parameters; an MLP of the two profiles (zero output
 at first, so a fresh cue changes no prediction) is added to each view's camera token. The registration cue alone
-tracks the true yaw (benchmarks/RESULTS.md v2.1: correlation 0.81 on the 48 static test scenes, while an estimator
-trained with the true rotations as its loss fits none of it in 24 k samples).
+tracks the true yaw (benchmarks/RESULTS.md v2.1: its peak correlates 0.79 with it on the 48 static test scenes, while
+an estimator trained with the true rotations as its loss fitted none of it in 16-24 k samples).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..nn import mlp2
 
 CUE_SIZE = 64  # pixels a side the grey images are resized to before correlating
 MAX_SHIFT = 16  # pixels at CUE_SIZE either way (a quarter of the image)
-PROFILE = 2 * (2 * MAX_SHIFT + 1)  # values per view: the row-shift then the column-shift profile
+PROFILE = 2 * (2 * MAX_SHIFT + 1)  # values per view: the horizontal-shift then the vertical-shift profile
 
 
 def _ncc(a: Tensor, b: Tensor) -> Tensor:
@@ -31,7 +31,8 @@ def _ncc(a: Tensor, b: Tensor) -> Tensor:
 
 def shift_profiles(images: Tensor) -> Tensor:
     """images: (B, V, 3, H, W) in [0, 1] -> (B, V, PROFILE): for shift s in -MAX_SHIFT..MAX_SHIFT, the correlation of
-    view 0 at x with view v at x - s (columns: the first half; rows: the second). fp32, no gradient to the images."""
+    view 0 at x with view v at x - s, horizontally (the first half) and vertically (the second), each at no shift
+    along the other axis. fp32, no gradient to the images."""
     with torch.no_grad(), torch.autocast(images.device.type, enabled=False):
         b, v = images.shape[:2]
         grey = F.adaptive_avg_pool2d(images.float().mean(dim=2).flatten(0, 1), CUE_SIZE).view(b, v, CUE_SIZE,
