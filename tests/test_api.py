@@ -25,7 +25,8 @@ def make_tiny_checkpoint(out_dir, repo, extra=(), seed=0):
     """A randomly initialised tiny 2-view model saved with save_pretrained -> out_dir.
 
     The camera heads start at zero (an untrained model predicts identity cameras for every view), which would make
-    camera tests vacuous, so their last layers get small random weights: cameras then differ per view."""
+    camera tests vacuous, so their last layers get random weights: cameras then differ per view (std 0.5; with 0.05
+    a view's rotation stayed within 1e-3 of identity for some initialisations, e.g. with the shift cue's MLP built)."""
     from wildrayzer.config import load_config
     from wildrayzer.model import WildRayZerModel as Net
     from wildrayzer.semantic import build_semantic_backbone
@@ -36,7 +37,7 @@ def make_tiny_checkpoint(out_dir, repo, extra=(), seed=0):
     torch.manual_seed(seed)
     net = Net(cfg.model, semantic_dim=dim)
     for head in (net.camera.pose_head, net.camera.focal_head):
-        torch.nn.init.normal_(head[-1].weight, std=0.05)
+        torch.nn.init.normal_(head[-1].weight, std=0.5)
     return save_pretrained(net, cfg, out_dir, semantic_dim=dim)
 
 
