@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
-# The shipped tiny model's recipe since v1.5 (benchmarks/RESULTS.md v1.4-v1.5): a posed stage 1, then a camera
-# estimator whose tokens read their own view learns the cameras from the rendering loss alone, then stages 2-3.
+# The shipped tiny model's recipe since v2.2 (benchmarks/RESULTS.md v1.4-v2.2): a posed stage 1, then a camera
+# estimator whose tokens read their own view and the shift cue learns the cameras from the rendering loss alone, then
+# stages 2-3.
 #   0. unless POSED names one: a posed stage 1 (model.cameras=given: the dataset's cameras, normalised), d=128, batch
 #      32: (a) unless POSED_START names one, S_POSED steps at lr 1e-3 (tools/gpu_stage1_sweep.sh's posed_b32; 4,500
 #      steps took minutes of an H200, 65 min on a 2-core CPU: checkpoints/tiny_posed_start); (b) with S_POSED_B > 0
-#      (default 0, as shipped), that many more steps from it at lr 5e-4, warmup 100 (a fresh schedule; 2,000 steps:
-#      40 min on the CPU, a posed model 0.24 dB better, but seed 42's stage 1 from it no better: benchmarks/RESULTS.md
-#      v2.0). The whole script with S_POSED_B=0: 2 h on the CPU (v1.6). DEVICE=cuda, or pass POSED_START / POSED;
-#   1. its tokenizer, scene encoder and renderer + a fresh own-view camera estimator (training.init_from of a posed
-#      checkpoint into a model that predicts its cameras);
-#   2. the estimator alone against the frozen rest, targets shuffled, rendering loss only: two runs of S_CAM steps
-#      (batch 8, lr 1e-3; the second from the first's weights with a fresh optimiser and schedule);
+#      (default 2,000, as shipped since v2.2), that many more steps from it at lr 5e-4, warmup 100 (a fresh schedule;
+#      48 min on the CPU; committed as checkpoints/wildrayzer_tiny_2view_parts/posed). DEVICE=cuda, or pass
+#      POSED_START / POSED;
+#   1. its tokenizer, scene encoder and renderer + a fresh own-view camera estimator with the shift cue
+#      (model.camera_shift_cue=true; SHIFT_CUE=0: without, the v1.5 recipe) (training.init_from of a posed checkpoint
+#      into a model that predicts its cameras);
+#   2. the estimator alone against the frozen rest, targets shuffled, rendering loss only: S_CAM steps (batch 8, lr
+#      1e-3); with S_CAM_B > 0 (v1.5: S_CAM_B=3000 SHIFT_CUE=0 S_POSED_B=0) a second run of that many steps from the
+#      first's weights with a fresh optimiser and schedule;
 #   3. every part jointly, rendering loss only, S_JOINT steps at lr 3e-4. No dataset camera is used after step 0.
 #      Phases 1-3 roll back when the training loss jumps (training.rollback_db=ROLLBACK_DB, 3 dB; 0 = off): seed 1
 #      collapsed in phase 2 without it (benchmarks/RESULTS.md v1.7, v1.9);
 #   4. with EXPORT_DIR: stages 2-3 in two labelling rounds as shipped since v1.1 (`wildrayzer schedule --stage1-from`,
 #      S2 / S3 steps on data/synthetic_192), exported to EXPORT_DIR.
+# On the 2-core CPU: phase 0a 65 min, 0b 48, 2 20, 3 14, 4 22 (2 h 50 min; 1 h 45 min from POSED_START).
 #
 #   DEVICE=cuda bash tools/posed_to_selfsup.sh [OUT_DIR [EXPORT_DIR]]     # e.g. OUT_DIR checkpoints/wildrayzer_tiny_2view
-#   POSED=checkpoints/tiny_posed_start bash tools/posed_to_selfsup.sh [OUT_DIR [EXPORT_DIR]]   # phase 0 as committed
-#   POSED_START=checkpoints/tiny_posed_start S_POSED_B=2000 bash tools/posed_to_selfsup.sh OUT EXPORT   # 0a committed
-#   S_POSED=4500 S_POSED_B=0 S_CAM=3000 S_JOINT=1500 S2=300 S3=600 DATA=data/synthetic_1536/re10k_processed_v2
-#   THREADS=2 SEED=42
-#   ROLLBACK_DB=3
+#   POSED_START=checkpoints/tiny_posed_start bash tools/posed_to_selfsup.sh OUT EXPORT   # phase 0a as committed
+#   POSED=checkpoints/wildrayzer_tiny_2view_parts/posed bash tools/posed_to_selfsup.sh OUT EXPORT   # phase 0 as committed
+#   S_POSED=4500 S_POSED_B=2000 S_CAM=3000 S_CAM_B=0 SHIFT_CUE=1 S_JOINT=1500 S2=300 S3=600
+#   DATA=data/synthetic_1536/re10k_processed_v2 THREADS=2 SEED=42 ROLLBACK_DB=3
 #   (defaults; SEED is training.seed of every phase: the fresh estimator's initialisation and the data order)
 # Resumable: a finished phase is skipped, an interrupted one continues from its last checkpoint.
 set -euo pipefail
@@ -32,10 +35,10 @@ OUT=${1:-experiments/posed_to_selfsup}
 EXPORT=${2:-}
 DEVICE=${DEVICE:-cpu}
 S_POSED=${S_POSED:-4500}
-S_POSED_B=${S_POSED_B:-0}
+S_POSED_B=${S_POSED_B:-2000}
 S_CAM=${S_CAM:-3000}
-S_CAM_B=${S_CAM_B:-$S_CAM}
-SHIFT_CUE=${SHIFT_CUE:-0}
+S_CAM_B=${S_CAM_B:-0}
+SHIFT_CUE=${SHIFT_CUE:-1}
 S_JOINT=${S_JOINT:-1500}
 S2=${S2:-300}
 S3=${S3:-600}

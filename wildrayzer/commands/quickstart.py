@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError, UserError
 
+PARTS = "checkpoints/wildrayzer_tiny_2view_parts"  # the stages the shipped model was made from
 CONFIG = "configs/tiny/wildrayzer_inference.yaml"
 
 
@@ -30,8 +31,9 @@ def main(argv: list[str]) -> int:
     model_path = str(cfg.inference.model_path)
     if model_path == str(default.inference.model_path) and not Path(model_path).exists():
         raise CheckpointError(f"the shipped tiny checkpoint {model_path} is missing; restore it (git checkout -- "
-                              f"{model_path}), retrain it with `DEVICE=cuda bash tools/posed_to_selfsup.sh OUT_DIR "
-                              f"{model_path}` (its first phase wants a GPU; benchmarks/RESULTS.md v1.5) or "
+                              f"{model_path}), retrain it from its committed posed start with `POSED={PARTS}/posed "
+                              f"bash tools/posed_to_selfsup.sh OUT_DIR {model_path}` (1 hour on 2 CPU cores; "
+                              "benchmarks/RESULTS.md v2.2) or "
                               "pass inference.model_path=<pretrained dir or run dir>")
     summary = run_inference(cfg)
     print(f"quickstart finished in {time.time() - t0:.0f} s: {summary.get('num_scenes', 0)} scenes, results in "
