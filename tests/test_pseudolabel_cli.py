@@ -127,6 +127,32 @@ def test_a_stage3_checkpoint_renders_as_the_static_model(repo, synth, stage1, tm
     assert psnrs[0] == psnrs[1]
 
 
+def test_clean_context_renders_from_the_transient_free_context_only(repo, synth, stage1, tmp_path, capsys):
+    """--renders clean-context: the stage-1 model renders each item as if its context views were the dataset's
+    clean_images and its targets as given; the labels record that source, so a cache never mixes the two."""
+    from wildrayzer.data import build_dataset
+    from wildrayzer.errors import DataError
+    from wildrayzer.pseudolabel.cli import stage1_renderer
+
+    cfg = load_config(REPO / TINY, [f"data.root={synth}", "data.split=train",
+                                    f"pseudolabel.stage1_checkpoint={stage1}"])
+    item = build_dataset(cfg, "eval")[0]
+    nc = int(cfg.model.num_context_views)
+    assert not torch.equal(item["clean_images"][:nc], item["images"][:nc])  # the context holds transients
+    plain = stage1_renderer(cfg, torch.device("cpu"))
+    clean = stage1_renderer(cfg, torch.device("cpu"), clean_context=True)
+    swapped = dict(item, images=torch.cat([item["clean_images"][:nc], item["images"][nc:]]))
+    assert torch.equal(clean(item), plain(swapped)) and not torch.equal(clean(item), plain(item))
+    with pytest.raises(DataError, match="clean_images"):
+        clean({k: v for k, v in item.items() if k != "clean_images"})
+    out = tmp_path / "cache"
+    assert main(_args(repo, synth, out, "--renders", "clean-context", f"pseudolabel.stage1_checkpoint={stage1}",
+                      "--max-scenes", "1")) == 0
+    assert _summary(capsys)["scenes_labelled"] == 1
+    meta = json.loads((out / "dynamic_train_0000" / "labels.json").read_text())
+    assert meta["renders_from"].endswith("model.safetensors+clean-context")
+
+
 def test_view_count_mismatch_is_a_checkpoint_error(repo, synth, stage1, tmp_path):
     with pytest.raises(CheckpointError, match="num_target_views"):
         main(_args(repo, synth, tmp_path / "c", f"pseudolabel.stage1_checkpoint={stage1}",

@@ -28,8 +28,12 @@ from ..errors import ConfigError, DataError
 RenderFn = Callable[[dict], Tensor]  # dataset item -> target renders (T, 3, H, W) in [0, 1]
 
 
-def stage1_renderer(cfg, device: torch.device) -> RenderFn:
-    """The frozen stage-1 model as a renderer of an item's target views (context = first num_context_views)."""
+def stage1_renderer(cfg, device: torch.device, clean_context: bool = False) -> RenderFn:
+    """The frozen stage-1 model as a renderer of an item's target views (context = first num_context_views).
+
+    ``clean_context`` (a diagnostic): the context views are replaced by the dataset's transient-free
+    ``clean_images`` (the targets stay as given), which separates what the labeller loses to transients carried in
+    from the context from what it loses to blur (benchmarks/RESULTS.md v2.2)."""
     from ..infer.pipeline import item_cameras
     from ..weights import check_arch, load_model_checkpoint
 
@@ -50,11 +54,16 @@ def stage1_renderer(cfg, device: torch.device) -> RenderFn:
 
     @torch.no_grad()
     def render(item: dict) -> Tensor:
-        out = model(item["images"][None].to(device), num_context, cameras=item_cameras(model, item, device),
-                    apply_mae=False)
+        images = item["images"]
+        if clean_context:
+            if "clean_images" not in item:
+                raise DataError("--renders clean-context needs a dataset with clean_images/ (the embedded synthetic "
+                                "data)")
+            images = torch.cat([item["clean_images"][:num_context], images[num_context:]])
+        out = model(images[None].to(device), num_context, cameras=item_cameras(model, item, device), apply_mae=False)
         return out["renders"][0].float().clamp(0, 1).cpu()
 
-    render.source = str(loaded.path)  # type: ignore[attr-defined]
+    render.source = str(loaded.path) + ("+clean-context" if clean_context else "")  # type: ignore[attr-defined]
     return render
 
 
@@ -139,15 +148,19 @@ def main(argv: list[str]) -> int:
     parser = config_arg_parser("wildrayzer pseudolabel", __doc__.splitlines()[0])
     parser.add_argument("--out", default="experiments/pseudolabels", help="output directory (default: %(default)s)")
     parser.add_argument("--max-scenes", type=int, default=0, help="label at most this many scenes (0 = all)")
-    parser.add_argument("--renders", choices=("stage1", "clean"), default="stage1",
-                        help="stage1: frozen stage-1 model (default); clean: the dataset's clean_images (diagnostic)")
+    parser.add_argument("--renders", choices=("stage1", "clean", "clean-context"), default="stage1",
+                        help="stage1: frozen stage-1 model (default); clean: the dataset's clean_images (diagnostic); "
+                             "clean-context: the stage-1 model rendering from the context's clean_images (diagnostic)")
     args = parser.parse_intermixed_args(argv)  # options may follow key=value overrides
     cfg = load_config(Path(args.config), args.overrides)
     out_dir = args.out
     if not out_dir:
         raise ConfigError("--out is empty: pass the output directory, e.g. --out experiments/pseudolabels")
     device = pick_device(cfg.training.device)
-    render = stage1_renderer(cfg, device) if args.renders == "stage1" else clean_renderer(cfg)
+    if args.renders == "clean":
+        render = clean_renderer(cfg)
+    else:
+        render = stage1_renderer(cfg, device, clean_context=args.renders == "clean-context")
     backbone = build_semantic_backbone(cfg.semantic).to(device)
     if backbone.out_dim == 0:
         raise ConfigError("pseudo-labels need semantic features but semantic.backbone=none; set "
