@@ -28,6 +28,13 @@ from ..errors import ConfigError, DataError
 RenderFn = Callable[[dict], Tensor]  # dataset item -> target renders (T, 3, H, W) in [0, 1]
 
 
+def _clean_images(item: dict, option: str) -> Tensor:
+    """The item's transient-free views (V, 3, H, W), which the ``--renders`` diagnostics need."""
+    if "clean_images" not in item:
+        raise DataError(f"--renders {option} needs a dataset with clean_images/ (the embedded synthetic data)")
+    return item["clean_images"]
+
+
 def stage1_renderer(cfg, device: torch.device, clean_context: bool = False) -> RenderFn:
     """The frozen stage-1 model as a renderer of an item's target views (context = first num_context_views).
 
@@ -56,10 +63,7 @@ def stage1_renderer(cfg, device: torch.device, clean_context: bool = False) -> R
     def render(item: dict) -> Tensor:
         images = item["images"]
         if clean_context:
-            if "clean_images" not in item:
-                raise DataError("--renders clean-context needs a dataset with clean_images/ (the embedded synthetic "
-                                "data)")
-            images = torch.cat([item["clean_images"][:num_context], images[num_context:]])
+            images = torch.cat([_clean_images(item, "clean-context")[:num_context], images[num_context:]])
         out = model(images[None].to(device), num_context, cameras=item_cameras(model, item, device), apply_mae=False)
         return out["renders"][0].float().clamp(0, 1).cpu()
 
@@ -71,9 +75,7 @@ def clean_renderer(cfg) -> RenderFn:
     num_context = int(cfg.model.num_context_views)
 
     def render(item: dict) -> Tensor:
-        if "clean_images" not in item:
-            raise DataError("--renders clean needs a dataset with clean_images/ (the embedded synthetic data)")
-        return item["clean_images"][num_context:]
+        return _clean_images(item, "clean")[num_context:]
 
     render.source = "clean"  # type: ignore[attr-defined]
     return render
