@@ -264,6 +264,26 @@ def test_second_labelling_round_masks_the_labellers_moving_context_tokens(record
         torch.testing.assert_close(out["motion_logits"], head["motion_logits"])
 
 
+@pytest.mark.parametrize("stage", [2, 3])
+def test_the_labellers_own_token_threshold_applies_to_its_render_alone(recorded, stage):
+    """pseudolabel.mask_token_threshold replaces the labeller's model.mask_token_threshold in its masked render only:
+    above every pooled probability (1.0) the labeller masks nothing, while the model in training keeps its own."""
+    cfg = load_config(None, TINY + [f"training.stage={stage}", "pseudolabel.mask_context=true",
+                                    "pseudolabel.mask_token_threshold=1.0"])
+    model, sem = flagging(0), StubSemantic()
+    st = get_stage(stage)
+    st.semantic, st.paster = sem, None
+    labeller = model
+    if stage == 3:
+        st.static_model = labeller = flagging(1)
+    x = torch.rand(1, 5, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    out = st.forward(model, {"images": x}, cfg)
+    (renders,) = recorded
+    torch.testing.assert_close(renders, _static_render(labeller, x, st))
+    assert labeller.mask_token_threshold == cfg.model.mask_token_threshold < 1.0
+    if stage == 3:  # the model in training masks its flagged context tokens at its own threshold
+        assert out["token_mask"].all()
+
 def test_labels_join_paste_masks_and_only_reliable_or_pasted_views_are_supervised(monkeypatch):
     """Targets get pseudo-masks U paste masks, valid when reliable or pasted; context views (whose own transients a
     render reproduces) are not supervised, pasted or not; with copy-paste alone every view counts."""

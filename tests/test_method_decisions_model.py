@@ -233,6 +233,24 @@ def test_target_masks_read_the_renderer_plucker_tokens():
     assert not torch.allclose(a[:, 2:], b[:, 2:], atol=1e-4)
 
 
+def test_context_masks_read_the_renderer_plucker_tokens_when_asked():
+    """model.motion_context_rays=renderer: the context views' masks read the renderer's Plücker tokens too, as the
+    targets' do (where pseudo-labels train the head); nothing else of the forward changes."""
+    model = tiny("model.use_motion_mask=true")
+    x = images()
+    with torch.no_grad():
+        model.motion.plucker_proj[1].weight.mul_(20.0)
+        scene = model(x, 2, motion_all_views=True)
+        model.motion_context_rays = "renderer"
+        rend = model(x, 2, motion_all_views=True)
+        model.renderer.plucker_embed.proj.weight.mul_(-3.0)
+        moved = model(x, 2, motion_all_views=True, render_targets=False)["motion_logits"]
+    assert not torch.allclose(scene["motion_logits"][:, :2], rend["motion_logits"][:, :2], atol=1e-4)
+    torch.testing.assert_close(scene["motion_logits"][:, 2:], rend["motion_logits"][:, 2:])
+    torch.testing.assert_close(scene["renders"], rend["renders"])  # no MAE here: the scene encoder is untouched
+    assert not torch.allclose(moved[:, :2], rend["motion_logits"][:, :2], atol=1e-4)
+
+
 def _fused_inputs(model, x, **kw):
     seen = []
     hook = model.scene.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))

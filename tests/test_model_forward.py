@@ -144,6 +144,9 @@ def test_mae_masking_replaces_moving_tokens_by_the_noise_token():
     model.mask_token_threshold = 0.5
     assert not model(x, 2, motion_probs=torch.full_like(probs, 0.3))["token_mask"].any()
     model.mask_token_threshold = 0.1
+    # a call's own threshold (the labeller's) wins for that call alone
+    assert not model(x, 2, motion_probs=torch.full_like(probs, 0.3), mask_token_threshold=0.5)["token_mask"].any()
+    assert model.mask_token_threshold == 0.1
     # exactly the masked fused scene-input token is replaced, whole, by the noise token; every other is untouched
     seen = []
     hook = model.scene.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))

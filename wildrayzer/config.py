@@ -66,6 +66,9 @@ class ModelConfig:
     # Camera tokens also add an MLP (zero-initialised) of how each image correlates with view 0's under whole-pixel
     # row / column shifts (model/shift_cue.py; not in the release): the turn between views from a registration cue.
     camera_shift_cue: bool = False
+    # Which Plücker tokens the motion head reads for the context views: scene (the release: the scene encoder's) |
+    # renderer (the renderer's, which the head reads for the targets, where pseudo-labels supervise it).
+    motion_context_rays: str = "scene"
 
 
 @dataclass
@@ -177,6 +180,9 @@ class PseudoLabelConfig:
     # The labeller's static render masks the context tokens its own motion head flags (MAE, as at inference): a
     # second labelling round, for a labeller whose renderer was trained with token masking (a stage-3 run).
     mask_context: bool = False
+    # The token threshold of that masking (a patch is masked when its mean motion probability exceeds it); null = the
+    # labeller model's own ``model.mask_token_threshold``. Only the labeller's renders use it, not the trained model.
+    mask_token_threshold: float | None = None
 
 
 @dataclass

@@ -20,6 +20,7 @@ _CHOICES = {
     "model.block_init": ("release", "gpt2"),
     "model.cameras": ("predicted", "given"),
     "model.camera_query": ("view_index", "own_view"),
+    "model.motion_context_rays": ("scene", "renderer"),
     "training.amp": ("auto", "bf16", "fp32"),
     "training.device": ("auto", "cpu", "cuda"),
     "inference.device": ("auto", "cpu", "cuda"),
@@ -33,6 +34,7 @@ _CHOICES = {
 _RANGES = {
     "model.image_size": (1, 4096), "model.patch_size": (1, 256), "model.dim": (4, 16384), "model.heads": (1, 1024),
     "model.motion_heads": (0, 1024), "model.motion_upsample_steps": (0, 6), "model.mask_token_threshold": (0.0, 1.0),
+    "pseudolabel.mask_token_threshold": (0.0, 1.0),
     "model.mlp_ratio": (0.25, 16.0), "model.camera_layers": (0, 256),
     "model.scene_layers": (0, 256), "model.renderer_layers": (0, 256), "model.motion_layers": (0, 256),
     "model.num_latents": (1, 65536), "model.num_context_views": (1, 64), "model.num_target_views": (1, 256),

@@ -46,6 +46,7 @@ class WildRayZerModel(nn.Module):
         # Always registered, so it is in every checkpoint whether or not masking is on (the release omits it).
         self.noise_token = nn.Parameter(torch.randn(m.dim) * 0.02)
         self.motion = None
+        self.motion_context_rays = m.motion_context_rays
         if m.use_motion_mask:
             self.motion = MotionEstimator(m.dim, m.motion_heads or m.heads, m.motion_layers, m.patch_size, semantic_dim,
                                           mlp_ratio=m.mlp_ratio, qk_norm=m.qk_norm, block_init=m.block_init,
@@ -84,18 +85,21 @@ class WildRayZerModel(nn.Module):
         with torch.autocast(c2w.device.type, enabled=False):
             return plucker_rays_chw(c2w.float(), fxfycxcy.float(), height, width)
 
-    def token_mask_from_probs(self, probs: Tensor, grid: tuple[int, int] | None = None) -> Tensor:
+    def token_mask_from_probs(self, probs: Tensor, grid: tuple[int, int] | None = None,
+                              threshold: float | None = None) -> Tensor:
         """probs: (B, Vc, 1, H', W') motion probability (any resolution) -> (B, Vc, N) bool: its mean over each
-        patch's area exceeds ``mask_token_threshold`` (the release's rule; 0.1 there). ``grid``: the token grid
-        (default: that of a model-sized image)."""
+        patch's area exceeds ``threshold`` (default ``mask_token_threshold``; the release's rule, 0.1 there).
+        ``grid``: the token grid (default: that of a model-sized image)."""
         b, v = probs.shape[:2]
         grid = grid or (self.image_size // self.patch, self.image_size // self.patch)
         pooled = F.adaptive_avg_pool2d(probs.float().flatten(0, 1), grid)
-        return (pooled > self.mask_token_threshold).reshape(b, v, -1)
+        threshold = self.mask_token_threshold if threshold is None else threshold
+        return (pooled > threshold).reshape(b, v, -1)
 
     def forward(self, images: Tensor, num_context: int, *, motion_probs: Tensor | None = None,
                 semantic_feats: Tensor | None = None, render_targets: bool = True, motion_all_views: bool = False,
-                apply_mae: bool | None = None, render_inputs: bool = False, cameras: dict | None = None) -> dict:
+                apply_mae: bool | None = None, render_inputs: bool = False, cameras: dict | None = None,
+                mask_token_threshold: float | None = None) -> dict:
         """images: (B, V, 3, H, W) in [0, 1], context views first, V = num_context + num_target, or V = num_context
         (cameras, masks and scene only; ``renders`` is None).
 
@@ -105,6 +109,7 @@ class WildRayZerModel(nn.Module):
         ``render_targets=False`` skips the renderer; ``apply_mae`` turns noise-token masking on (True) or off (False)
         for this call, None keeps the model's own setting (``model.use_mae_masking``);
         ``render_inputs=True`` also re-renders the context views (``input_renders``).
+        mask_token_threshold: this call's token-masking threshold (None: the model's ``mask_token_threshold``).
         cameras: {"c2w": (B, V, 4, 4) in any world frame, "fxfycxcy": (B, V, 4) pixels} known cameras, required by a
         posed model (``model.cameras=given``) and used instead of the estimator's; they are normalised by
         :func:`normalize_given_c2w` (view 0 = I, farthest centre at 1), and ``out["cameras"]`` holds that frame.
@@ -120,7 +125,9 @@ class WildRayZerModel(nn.Module):
         motion_logits = None
         if self.motion is not None:
             sem = semantic_feats
-            motion_logits = self.motion(None if sem is None else sem[:, :vc], tokens[:, :vc], ctx_plucker_tokens,
+            rays = ctx_plucker_tokens if self.motion_context_rays == "scene" else self.renderer.plucker_embed(
+                plucker[:, :vc])  # (B, Vc, N, D)
+            motion_logits = self.motion(None if sem is None else sem[:, :vc], tokens[:, :vc], rays,
                                         h, w)  # (B, Vc, 1, H, W)
             if motion_all_views and v > vc:  # targets: the renderer's Plücker tokens, as in the release
                 tgt = self.motion(None if sem is None else sem[:, vc:], tokens[:, vc:],
@@ -133,7 +140,8 @@ class WildRayZerModel(nn.Module):
             probs = motion_probs if motion_probs is not None else (
                 torch.sigmoid(motion_logits[:, :vc].float()) if motion_logits is not None else None)
             if probs is not None:
-                token_mask = self.token_mask_from_probs(probs, (h // self.patch, w // self.patch))  # (B, Vc, N)
+                token_mask = self.token_mask_from_probs(probs, (h // self.patch, w // self.patch),
+                                                        mask_token_threshold)  # (B, Vc, N)
                 fused = torch.where(token_mask[..., None], self.noise_token.to(fused.dtype), fused)
 
         scene_tokens = self.scene(fused)

@@ -67,6 +67,12 @@ class MotionStageBase:
         log(f"stage {self.number}: semantic backbone {cfg.semantic.backbone} ({self.semantic.out_dim} channels); "
             f"pseudo-labels {'on' if cfg.model.use_dinov3_pseudolabel else 'OFF'}; copy-paste "
             f"{'on' if cfg.copy_paste.enabled else 'off'}; PSNR filter {cfg.training.psnr_filter_threshold} dB")
+        threshold = cfg.pseudolabel.mask_token_threshold
+        if threshold is not None:
+            log(f"stage {self.number}: the labeller masks context tokens above {threshold}"
+                if cfg.pseudolabel.mask_context else
+                f"stage {self.number}: pseudolabel.mask_token_threshold={threshold} unused (pseudolabel.mask_context "
+                "is off: the labeller masks no tokens)")
 
     def paste(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         """images: (B, V, 3, H, W) -> pasted images and paste masks (B, V, 1, H, W), or (images, None)."""
@@ -153,8 +159,8 @@ class Stage2MotionMask(MotionStageBase):
             else:  # the un-pasted context (pasted objects leave no ghosts), masked in a second labelling round
                 with torch.no_grad():
                     static_renders = model(original, vc, semantic_feats=self.features(original[:, :vc]),
-                                           apply_mae=masked, cameras=cams)[
-                        "renders"]
+                                           apply_mae=masked, cameras=cams,
+                                           mask_token_threshold=cfg.pseudolabel.mask_token_threshold)["renders"]
         labelled = dict(batch, images=images, paste_masks=paste) if paste is not None else batch
         out["mask_labels"], out["mask_valid"] = self.labels(static_renders, labelled, cfg, feats)
         return out
