@@ -139,7 +139,7 @@ def test_parity_fails_when_a_release_fact_is_flipped(flip, monkeypatch):
         monkeypatch.setattr(camera.torch, "cat", swapped)
     else:  # decide on binarised pixels instead of pooled probabilities
         monkeypatch.setattr(root.WildRayZerModel, "token_mask_from_probs",
-                            lambda self, p, grid=None: (torch.nn.functional.adaptive_avg_pool2d(
+                            lambda self, p, grid=None, threshold=None: (torch.nn.functional.adaptive_avg_pool2d(
                                 (p.flatten(0, 1) > 0.5).float(), (p.shape[-2] // self.patch,) * 2) > 0.1
                                              ).reshape(p.shape[0], p.shape[1], -1))
     result = run_parity(TINY)
