@@ -37,7 +37,7 @@ def shift_profiles(images: Tensor) -> Tensor:
         b, v = images.shape[:2]
         grey = F.adaptive_avg_pool2d(images.float().mean(dim=2).flatten(0, 1), CUE_SIZE).view(b, v, CUE_SIZE,
                                                                                                CUE_SIZE)
-        ref = grey[:, :1].expand_as(grey)  # (B, V, S, S)
+        ref = grey[:, :1]  # (B, 1, S, S): its crop statistics once, broadcast against every view
         n = CUE_SIZE
         cols, rows = [], []
         for s in range(-MAX_SHIFT, MAX_SHIFT + 1):
