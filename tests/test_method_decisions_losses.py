@@ -284,6 +284,7 @@ def test_the_labellers_own_token_threshold_applies_to_its_render_alone(recorded,
     if stage == 3:  # the model in training masks its flagged context tokens at its own threshold
         assert out["token_mask"].all()
 
+
 def test_labels_join_paste_masks_and_only_reliable_or_pasted_views_are_supervised(monkeypatch):
     """Targets get pseudo-masks U paste masks, valid when reliable or pasted; context views (whose own transients a
     render reproduces) are not supervised, pasted or not; with copy-paste alone every view counts."""
