@@ -180,8 +180,8 @@ DECISIONS: list[Flip] = [
           "tests/test_train_checkpoint.py::test_init_from_view_index_checkpoint_into_own_view_model"),
          "the own-view pool's output projection starts at zero",
          "a fresh own-view estimator, or one started from a view-index checkpoint, predicts what the release does"),
-    Flip("shift-cue-against-view-0", MODEL, "wildrayzer/model/shift_cue.py", "ref = grey[:, :1].expand_as(grey)",
-         "ref = grey.roll(1, dims=1)",
+    Flip("shift-cue-against-view-0", MODEL, "wildrayzer/model/shift_cue.py", "ref = grey[:, :1]  #",
+         "ref = grey.roll(1, dims=1)  #",
          ("tests/test_shift_cue.py::test_shift_profiles_peak_at_the_shift_between_the_views",),
          "option model.camera_shift_cue (not the release): each view's image is correlated with view 0's under "
          "whole-pixel row and column shifts, and an MLP of the profiles is added to its camera token",
