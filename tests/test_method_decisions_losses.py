@@ -13,6 +13,7 @@ from torch import nn
 
 import wildrayzer.pseudolabel.constructor
 from wildrayzer.config import load_config
+from wildrayzer.errors import ConfigError
 from wildrayzer.model import WildRayZerModel
 from wildrayzer.train.losses import mask_bce_loss, mse_loss, rendering_loss
 from wildrayzer.train.perceptual import PerceptualLoss
@@ -283,6 +284,33 @@ def test_the_labellers_own_token_threshold_applies_to_its_render_alone(recorded,
     assert labeller.mask_token_threshold == cfg.model.mask_token_threshold < 1.0
     if stage == 3:  # the model in training masks its flagged context tokens at its own threshold
         assert out["token_mask"].all()
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_the_farthest_labeller_renders_each_view_from_the_views_farthest_in_time_and_labels_every_view(recorded,
+                                                                                                      stage):
+    """pseudolabel.render_from=farthest: the labeller (stage 2's model, stage 3's frozen static model) renders every
+    view, context ones too, from the two other views farthest from it in frame number, and every view is labelled
+    (the fake labeller marks all reliable); a batch without frame numbers is refused."""
+    cfg = load_config(None, TINY + [f"training.stage={stage}", "pseudolabel.render_from=farthest"])
+    model, sem = flagging(0), StubSemantic()
+    st = get_stage(stage)
+    st.semantic, st.paster = sem, None
+    labeller = model
+    if stage == 3:
+        st.static_model = labeller = flagging(1)
+    x = torch.rand(1, 5, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    out = st.forward(model, {"images": x, "frame_idx": torch.tensor([[0, 4, 1, 2, 3]])}, cfg)
+    (renders,) = recorded
+    assert renders.shape == x.shape
+    # frame 0 <- frames 4 and 3 (views 1, 4); frames 4 and 3 <- frames 0 and 1 (views 0, 2)
+    for view, ctx in ((0, [1, 4]), (1, [0, 2]), (4, [0, 2])):
+        order = ctx + [i for i in range(5) if i not in ctx]
+        want = _static_render(labeller, x[:, order], st)[:, order.index(view) - 2]
+        torch.testing.assert_close(renders[:, view], want)
+    assert out["mask_valid"].all()
+    with pytest.raises(ConfigError, match="frame_idx"):
+        st.forward(model, {"images": x}, cfg)
 
 
 def test_labels_join_paste_masks_and_only_reliable_or_pasted_views_are_supervised(monkeypatch):

@@ -153,6 +153,35 @@ def test_clean_context_renders_from_the_transient_free_context_only(repo, synth,
     assert meta["renders_from"].endswith("model.safetensors+clean-context")
 
 
+def test_farthest_renders_and_labels_every_view(repo, synth, stage1, tmp_path, capsys):
+    """pseudolabel.render_from=farthest: every view of an item, context ones too, is rendered from the two other views
+    farthest from it in time and labelled; the summary keeps the targets' IoU apart from the context views'."""
+    from wildrayzer.data import build_dataset
+    from wildrayzer.pseudolabel.cli import stage1_renderer
+    from wildrayzer.pseudolabel.far_context import farthest_views
+
+    cfg = load_config(REPO / TINY, [f"data.root={synth}", "data.split=train", f"pseudolabel.stage1_checkpoint={stage1}",
+                                    "pseudolabel.render_from=farthest"])
+    item = build_dataset(cfg, "eval")[0]
+    renders = stage1_renderer(cfg, torch.device("cpu"))(item)
+    assert renders.shape == item["images"].shape
+    ctx = farthest_views(item["frame_idx"][None], 2)[0, 0].tolist()  # view 0 from these two
+    order = ctx + [i for i in range(len(renders)) if i not in ctx]
+    plain = stage1_renderer(load_config(REPO / TINY, [f"pseudolabel.stage1_checkpoint={stage1}"]), torch.device("cpu"))
+    torch.testing.assert_close(renders[0], plain(dict(item, images=item["images"][order]))[order.index(0) - 2])
+    out = tmp_path / "cache"
+    assert main(_args(repo, synth, out, f"pseudolabel.stage1_checkpoint={stage1}", "pseudolabel.render_from=farthest",
+                      "--max-scenes", "1")) == 0
+    s = _summary(capsys)
+    assert s["frames"] == len(renders) and "gt_iou_mean" in s and "gt_iou_mean_context" in s
+    meta = json.loads((out / "dynamic_train_0000" / "labels.json").read_text())
+    assert meta["renders_from"].endswith("+farthest") and len(meta["psnr"]) == len(renders)
+    rc = cli.main(["pseudolabel", *_args(repo, synth, tmp_path / "c", f"pseudolabel.stage1_checkpoint={stage1}",
+                                         "pseudolabel.render_from=farthest", "--renders", "clean-context")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "clean-context" in err and "\n" not in err
+
+
 def test_view_count_mismatch_is_a_checkpoint_error(repo, synth, stage1, tmp_path):
     with pytest.raises(CheckpointError, match="num_target_views"):
         main(_args(repo, synth, tmp_path / "c", f"pseudolabel.stage1_checkpoint={stage1}",

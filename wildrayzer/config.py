@@ -183,6 +183,11 @@ class PseudoLabelConfig:
     # The token threshold of that masking (a patch is masked when its mean motion probability exceeds it); null = the
     # labeller model's own ``model.mask_token_threshold``. Only the labeller's renders use it, not the trained model.
     mask_token_threshold: float | None = None
+    # Which views the labeller renders each view from: context = the sample's context views render its targets (the
+    # release's); farthest = every view, context ones too, from the num_context other views of the sample farthest
+    # from it in frame number (transients move: farther views carry less of the view's own), and every view is
+    # labelled (benchmarks/RESULTS.md v2.4).
+    render_from: str = "context"
 
 
 @dataclass

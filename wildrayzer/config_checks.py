@@ -21,6 +21,7 @@ _CHOICES = {
     "model.cameras": ("predicted", "given"),
     "model.camera_query": ("view_index", "own_view"),
     "model.motion_context_rays": ("scene", "renderer"),
+    "pseudolabel.render_from": ("context", "farthest"),
     "training.amp": ("auto", "bf16", "fp32"),
     "training.device": ("auto", "cpu", "cuda"),
     "inference.device": ("auto", "cpu", "cuda"),

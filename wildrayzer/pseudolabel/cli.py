@@ -25,7 +25,9 @@ from torch import Tensor
 
 from ..errors import ConfigError, DataError
 
-RenderFn = Callable[[dict], Tensor]  # dataset item -> target renders (T, 3, H, W) in [0, 1]
+# dataset item -> target renders (T, 3, H, W) in [0, 1], or renders of every view (V, 3, H, W) with
+# pseudolabel.render_from=farthest (every view rendered from the views farthest from it in time; all labelled)
+RenderFn = Callable[[dict], Tensor]
 
 
 def _clean_images(item: dict, option: str) -> Tensor:
@@ -43,6 +45,7 @@ def stage1_renderer(cfg, device: torch.device, clean_context: bool = False) -> R
     from the context from what it loses to blur (benchmarks/RESULTS.md v2.2)."""
     from ..infer.pipeline import item_cameras
     from ..weights import check_arch, load_model_checkpoint
+    from .far_context import gather_views, render_from_farthest
 
     path = str(cfg.pseudolabel.stage1_checkpoint)
     if not path:
@@ -59,15 +62,31 @@ def stage1_renderer(cfg, device: torch.device, clean_context: bool = False) -> R
     model.motion = None
     num_context = int(stored.num_context_views)
 
+    farthest = cfg.pseudolabel.render_from == "farthest"
+    if farthest and clean_context:
+        raise ConfigError("--renders clean-context replaces the context views, which pseudolabel.render_from=farthest "
+                          "does not use as such; set pseudolabel.render_from=context")
+
     @torch.no_grad()
     def render(item: dict) -> Tensor:
-        images = item["images"]
+        images = item["images"][None].to(device)
         if clean_context:
-            images = torch.cat([_clean_images(item, "clean-context")[:num_context], images[num_context:]])
-        out = model(images[None].to(device), num_context, cameras=item_cameras(model, item, device), apply_mae=False)
-        return out["renders"][0].float().clamp(0, 1).cpu()
+            images = torch.cat([_clean_images(item, "clean-context")[:num_context].to(device)[None],
+                                images[:, num_context:]], dim=1)
+        cameras = item_cameras(model, item, device)
 
-    render.source = str(loaded.path) + ("+clean-context" if clean_context else "")  # type: ignore[attr-defined]
+        def run(order: Tensor | None = None) -> Tensor:  # order: (1, V) view indices, context first
+            imgs, cams = images, cameras
+            if order is not None:
+                imgs = gather_views(images, order)
+                cams = None if cameras is None else {k: gather_views(c, order) for k, c in cameras.items()}
+            return model(imgs, num_context, cameras=cams, apply_mae=False)["renders"]
+
+        out = render_from_farthest(run, item["frame_idx"][None], num_context, images) if farthest else run()
+        return out[0].float().clamp(0, 1).cpu()
+
+    render.source = (str(loaded.path) + ("+clean-context" if clean_context else "")  # type: ignore[attr-defined]
+                     + ("+farthest" if farthest else ""))
     return render
 
 
@@ -102,7 +121,7 @@ def label_dataset(cfg, dataset, render: RenderFn, backbone, out_dir: str | Path,
     num_context = int(cfg.model.num_context_views)
     n = len(dataset) if max_scenes <= 0 else min(len(dataset), max_scenes)
     done = skipped = frames = unreliable = 0
-    ious, ious_reliable = [], []
+    ious, ious_reliable, ious_context = [], [], []
     t0 = time.perf_counter()
     for i in tqdm(range(n), desc="pseudo-labels", unit="scene", disable=not progress):
         item = dataset[i]
@@ -110,13 +129,14 @@ def label_dataset(cfg, dataset, render: RenderFn, backbone, out_dir: str | Path,
         if cache.is_done(scene, fp):
             skipped += 1
             continue
-        targets = item["images"][num_context:]
         renders = render(item)
+        first = 0 if len(renders) == len(item["images"]) else num_context  # every view labelled, or the targets
+        targets = item["images"][first:]
         with torch.no_grad():
             pf = features(targets.to(device)).cpu()
             rf = features(renders.to(device)).cpu()
         out = build_pseudo_masks(targets, renders, pf, rf, cfg, seed=cfg.training.seed)
-        target_frames = item["frame_idx"][num_context:].tolist()
+        target_frames = item["frame_idx"][first:].tolist()
         cache.write(scene, target_frames, out.masks, {
             "reliable": out.reliable.tolist(), "psnr": [round(float(p), 3) for p in out.psnr],
             "context_frames": item["frame_idx"][:num_context].tolist(), "fingerprint": fp,
@@ -124,11 +144,15 @@ def label_dataset(cfg, dataset, render: RenderFn, backbone, out_dir: str | Path,
         done += 1
         frames += len(target_frames)
         unreliable += int((~out.reliable).sum())
-        if "motion_masks" in item:
-            gt = item["motion_masks"][num_context:]
-            ious.append(mask_iou(out.masks, gt))
-            if out.reliable.any():
-                ious_reliable.append(mask_iou(out.masks[out.reliable], gt[out.reliable]))
+        if "motion_masks" in item:  # the targets' IoU (comparable between modes), the context views' apart
+            gt = item["motion_masks"][first:]
+            tgt = torch.arange(len(gt)) >= num_context - first
+            ious.append(mask_iou(out.masks[tgt], gt[tgt]))
+            if (out.reliable & tgt).any():
+                ok = out.reliable & tgt
+                ious_reliable.append(mask_iou(out.masks[ok], gt[ok]))
+            if first == 0:
+                ious_context.append(mask_iou(out.masks[~tgt], gt[~tgt]))
     seconds = time.perf_counter() - t0
     summary = {"out": str(out_dir), "scenes_labelled": done, "scenes_skipped": skipped, "frames": frames,
                "unreliable_frames": unreliable, "seconds": round(seconds, 2),
@@ -137,6 +161,8 @@ def label_dataset(cfg, dataset, render: RenderFn, backbone, out_dir: str | Path,
         summary["gt_iou_mean"] = round(sum(ious) / len(ious), 4)
         if ious_reliable:
             summary["gt_iou_mean_reliable_frames"] = round(sum(ious_reliable) / len(ious_reliable), 4)
+        if ious_context:  # pseudolabel.render_from=farthest labels the context views too
+            summary["gt_iou_mean_context"] = round(sum(ious_context) / len(ious_context), 4)
     return summary
 
 

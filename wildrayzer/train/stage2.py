@@ -100,12 +100,43 @@ class MotionStageBase:
         return cfg.model.num_context_views, original, given_cameras(batch, cfg), images, paste, self.features(images)
 
     @torch.no_grad()
+    def labeller_renders(self, static_model: nn.Module, original: Tensor, cams: dict | None, batch: dict,
+                         cfg) -> Tensor:
+        """The frozen static model's renders for the pseudo-labels, from the un-pasted images ``original`` (B, V, 3,
+        H, W) (pasted objects leave no ghosts), its motion head masking the context tokens it flags in a second
+        labelling round (``pseudolabel.mask_context``) -> the targets from the context views (B, V - Vc, 3, H, W),
+        or, with ``pseudolabel.render_from=farthest``, every view from the Vc views farthest from it in time
+        (B, V, 3, H, W; :mod:`wildrayzer.pseudolabel.far_context`)."""
+        from ..pseudolabel.far_context import gather_views, render_from_farthest
+
+        vc = cfg.model.num_context_views
+
+        def render(images: Tensor, cameras: dict | None) -> Tensor:
+            return static_model(images, vc, semantic_feats=self.features(images[:, :vc]),
+                                apply_mae=bool(cfg.pseudolabel.mask_context), cameras=cameras,
+                                mask_token_threshold=cfg.pseudolabel.mask_token_threshold)["renders"]
+
+        if cfg.pseudolabel.render_from == "context":
+            return render(original, cams)
+        if "frame_idx" not in batch:
+            raise ConfigError("pseudolabel.render_from=farthest needs the batch's frame numbers (frame_idx), which "
+                              "this dataset does not provide; set pseudolabel.render_from=context")
+
+        def reordered(order: Tensor) -> Tensor:  # order: (B, V) view indices, the new context first
+            cameras = None if cams is None else {k: gather_views(c, order) for k, c in cams.items()}
+            return render(gather_views(original, order), cameras)
+
+        return render_from_farthest(reordered, batch["frame_idx"], vc, original)
+
+    @torch.no_grad()
     def labels(self, static_renders: Tensor | None, batch: dict, cfg,
                feats: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """-> mask labels (B, V, 1, H, W) and validity (B, V) for every view. Targets get pseudo-masks (when on)
         united with their paste masks, supervised when reliable or pasted. With pseudo-labels on, context views are
         not supervised: their own transients cannot be pseudo-labelled (the render reproduces them), so a paste mask
-        is not their whole motion and would teach those transients as static (measured: benchmarks/RESULTS.md v0.7).
+        is not their whole motion and would teach those transients as static (measured: benchmarks/RESULTS.md v0.7);
+        unless ``static_renders`` hold every view (``pseudolabel.render_from=farthest``: each rendered from other
+        views), then every view is labelled like a target.
         With copy-paste alone (meant for static scenes, where the paste mask is the whole motion) every view counts.
         Scenes known to be static (``static_scene``, from ``data.static_root``) are labelled by their paste masks
         alone (nothing else moves there), in every view."""
@@ -114,6 +145,8 @@ class MotionStageBase:
         images = batch["images"]
         vc = cfg.model.num_context_views
         b, v, _, h, w = images.shape
+        # the first view with a pseudo-label: the first target, or view 0 when every view has a render
+        first = 0 if static_renders is not None and static_renders.shape[1] == v else vc
         labels = images.new_zeros(b, v, 1, h, w)
         valid = torch.zeros(b, v, dtype=torch.bool, device=images.device)
         paste = batch.get("paste_masks")
@@ -124,15 +157,16 @@ class MotionStageBase:
             # and the constructor (clustering, GrabCut) is seeded per scene, so the others' do not depend on the subset
             rows = torch.arange(b, device=valid.device) if static is None else (~static).nonzero().squeeze(1)
             if len(rows):
-                masks, reliable = pseudo_masks_for_batch(static_renders[rows], images[rows, vc:], self.semantic, cfg,
-                                                         target_feats=None if feats is None else feats[rows, vc:])
-                labels[rows, vc:] = masks.to(labels)
-                valid[rows, vc:] = reliable.to(valid.device)
+                masks, reliable = pseudo_masks_for_batch(
+                    static_renders[rows], images[rows, first:], self.semantic, cfg,
+                    target_feats=None if feats is None else feats[rows, first:])
+                labels[rows, first:] = masks.to(labels)
+                valid[rows, first:] = reliable.to(valid.device)
         if paste is not None:
             labels = torch.maximum(labels, paste.to(labels))
             pasted = paste.flatten(2).amax(-1) > 0  # (B, V)
             if cfg.model.use_dinov3_pseudolabel:
-                valid[:, vc:] = valid[:, vc:] | pasted[:, vc:].to(valid.device)
+                valid[:, first:] = valid[:, first:] | pasted[:, first:].to(valid.device)
             else:  # copy-paste is the only supervision: every view with a known paste mask is labelled
                 valid = torch.ones_like(valid)
         if static is not None:  # nothing else moves there: every view is supervised, context ones too
@@ -149,18 +183,16 @@ class Stage2MotionMask(MotionStageBase):
 
     def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
         vc, original, cams, images, paste, feats = self.inputs(batch, cfg)
-        masked = bool(cfg.pseudolabel.mask_context)
+        # the model's own renders are the labels' when nothing was pasted, masked or reordered
+        plain = not cfg.pseudolabel.mask_context and cfg.pseudolabel.render_from == "context"
         out = model(images, vc, semantic_feats=feats, motion_all_views=True, apply_mae=False,
-                    render_targets=paste is None and not masked, cameras=cams)
+                    render_targets=paste is None and plain, cameras=cams)
         static_renders = None
         if cfg.model.use_dinov3_pseudolabel:
-            if paste is None and not masked:
+            if paste is None and plain:
                 static_renders = out["renders"].detach()
-            else:  # the un-pasted context (pasted objects leave no ghosts), masked in a second labelling round
-                with torch.no_grad():
-                    static_renders = model(original, vc, semantic_feats=self.features(original[:, :vc]),
-                                           apply_mae=masked, cameras=cams,
-                                           mask_token_threshold=cfg.pseudolabel.mask_token_threshold)["renders"]
+            else:
+                static_renders = self.labeller_renders(model, original, cams, batch, cfg)
         labelled = dict(batch, images=images, paste_masks=paste) if paste is not None else batch
         out["mask_labels"], out["mask_valid"] = self.labels(static_renders, labelled, cfg, feats)
         return out

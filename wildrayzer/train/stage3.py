@@ -52,11 +52,7 @@ class Stage3JointCopyPaste(MotionStageBase):
         vc, original, cams, images, paste, feats = self.inputs(batch, cfg)
         static_renders = None
         if self.static_model is not None:
-            with torch.no_grad():
-                static_renders = self.static_model(original, vc, semantic_feats=self.features(original[:, :vc]),
-                                                   apply_mae=cfg.pseudolabel.mask_context, cameras=cams,
-                                                   mask_token_threshold=cfg.pseudolabel.mask_token_threshold)[
-                    "renders"]
+            static_renders = self.labeller_renders(self.static_model, original, cams, batch, cfg)
         labelled = dict(batch, images=images, paste_masks=paste) if paste is not None else batch
         out = model(images, vc, semantic_feats=feats, motion_all_views=True, cameras=cams)
         labels, valid = self.labels(static_renders, labelled, cfg, feats)
