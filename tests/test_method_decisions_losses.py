@@ -236,20 +236,26 @@ def test_stage2_pseudo_labels_come_from_unmasked_renders_of_the_unpasted_context
     torch.testing.assert_close(out["motion_logits"], want["motion_logits"])
 
 
+def _with_labeller(stage, overrides, paste=False):
+    """-> (config, stage, model in training, labeller, images): stage 2 labels with the model in training, stage 3 with
+    a frozen static model of its own; both models flag every pixel as moving."""
+    cfg = load_config(None, TINY + [f"training.stage={stage}", *overrides])
+    model = flagging(0)
+    st = get_stage(stage)
+    st.semantic, st.paster = StubSemantic(), fake_paster if paste else None
+    labeller = model
+    if stage == 3:
+        st.static_model = labeller = flagging(1)
+    return cfg, st, model, labeller, torch.rand(1, 5, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+
+
 @pytest.mark.parametrize("stage", [2, 3])
 @pytest.mark.parametrize("paste", [False, True])
 def test_second_labelling_round_masks_the_labellers_moving_context_tokens(recorded, stage, paste):
     """pseudolabel.mask_context: the static render behind the labels masks the context tokens the labeller's own
     motion head flags (stage 2: the model in training; stage 3: the frozen static model), still from the un-pasted
     context; stage 2's head in training still sees the pasted views without token masking."""
-    cfg = load_config(None, TINY + [f"training.stage={stage}", "pseudolabel.mask_context=true"])
-    model, static, sem = flagging(0), flagging(1), StubSemantic()
-    st = get_stage(stage)
-    st.semantic, st.paster = sem, fake_paster if paste else None
-    labeller = model
-    if stage == 3:
-        st.static_model = labeller = static
-    x = torch.rand(1, 5, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    cfg, st, model, labeller, x = _with_labeller(stage, ["pseudolabel.mask_context=true"], paste)
     out = st.forward(model, {"images": x}, cfg)
     (renders,) = recorded
     with torch.no_grad():
@@ -269,15 +275,8 @@ def test_second_labelling_round_masks_the_labellers_moving_context_tokens(record
 def test_the_labellers_own_token_threshold_applies_to_its_render_alone(recorded, stage):
     """pseudolabel.mask_token_threshold replaces the labeller's model.mask_token_threshold in its masked render only:
     above every pooled probability (1.0) the labeller masks nothing, while the model in training keeps its own."""
-    cfg = load_config(None, TINY + [f"training.stage={stage}", "pseudolabel.mask_context=true",
-                                    "pseudolabel.mask_token_threshold=1.0"])
-    model, sem = flagging(0), StubSemantic()
-    st = get_stage(stage)
-    st.semantic, st.paster = sem, None
-    labeller = model
-    if stage == 3:
-        st.static_model = labeller = flagging(1)
-    x = torch.rand(1, 5, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    cfg, st, model, labeller, x = _with_labeller(stage, ["pseudolabel.mask_context=true",
+                                                         "pseudolabel.mask_token_threshold=1.0"])
     out = st.forward(model, {"images": x}, cfg)
     (renders,) = recorded
     torch.testing.assert_close(renders, _static_render(labeller, x, st))
@@ -292,14 +291,7 @@ def test_the_farthest_labeller_renders_each_view_from_the_views_farthest_in_time
     """pseudolabel.render_from=farthest: the labeller (stage 2's model, stage 3's frozen static model) renders every
     view, context ones too, from the two other views farthest from it in frame number, and every view is labelled
     (the fake labeller marks all reliable); a batch without frame numbers is refused."""
-    cfg = load_config(None, TINY + [f"training.stage={stage}", "pseudolabel.render_from=farthest"])
-    model, sem = flagging(0), StubSemantic()
-    st = get_stage(stage)
-    st.semantic, st.paster = sem, None
-    labeller = model
-    if stage == 3:
-        st.static_model = labeller = flagging(1)
-    x = torch.rand(1, 5, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    cfg, st, model, labeller, x = _with_labeller(stage, ["pseudolabel.render_from=farthest"])
     out = st.forward(model, {"images": x, "frame_idx": torch.tensor([[0, 4, 1, 2, 3]])}, cfg)
     (renders,) = recorded
     assert renders.shape == x.shape

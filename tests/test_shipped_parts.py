@@ -1,7 +1,8 @@
 """checkpoints/wildrayzer_tiny_2view_parts: the stages the shipped tiny model was made from (its posed start, its
 stage 1, its first stage 2), committed so that `wildrayzer bench quality --stage1 ... --stage3
-checkpoints/wildrayzer_tiny_2view` rebuilds README's Results table on a fresh clone (benchmarks/RESULTS.md v2.2, v2.4). The
-files must be what they say: each loads as its stage, and what the later stages froze is bit-identical to stage 1."""
+checkpoints/wildrayzer_tiny_2view` rebuilds README's Results table on a fresh clone (benchmarks/RESULTS.md v2.2,
+v2.4). The files must be what they say: each loads as its stage, and what the later stages froze is bit-identical to
+stage 1."""
 
 from pathlib import Path
 
