@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from wildrayzer.pseudolabel.far_context import context_passes, farthest_views, gather_views, render_from_farthest
+from wildrayzer.pseudolabel.far_context import (
+    context_passes,
+    farthest_views,
+    gather_cameras,
+    gather_views,
+    render_from_farthest,
+)
 
 # the embedded dynamic test's layout: context frames 0 and 8 first, then the targets
 TEST_LAYOUT = [0, 8, 1, 2, 3, 5, 6, 7]
@@ -28,6 +34,10 @@ def test_gather_views_reorders_along_the_view_axis_per_item():
     y = gather_views(x, order)
     assert torch.equal(y[0], x[0, [3, 0, 1, 2]]) and torch.equal(y[1], x[1, [1, 2, 3, 0]])
     assert torch.equal(gather_views(y, order.argsort(dim=1)), x)  # the inverse order undoes it
+    cams = {"c2w": torch.rand(2, 4, 4, 4), "fxfycxcy": torch.rand(2, 4, 4)}
+    moved = gather_cameras(cams, order)
+    assert all(torch.equal(moved[k][1], cams[k][1, [1, 2, 3, 0]]) for k in cams)
+    assert gather_cameras(None, order) is None  # a model that predicts its cameras gets none
 
 
 def test_every_view_gets_the_render_from_its_own_farthest_views_in_a_few_passes():

@@ -45,7 +45,7 @@ def stage1_renderer(cfg, device: torch.device, clean_context: bool = False) -> R
     from the context from what it loses to blur (benchmarks/RESULTS.md v2.2)."""
     from ..infer.pipeline import item_cameras
     from ..weights import check_arch, load_model_checkpoint
-    from .far_context import gather_views, render_from_farthest
+    from .far_context import gather_cameras, gather_views, render_from_farthest
 
     path = str(cfg.pseudolabel.stage1_checkpoint)
     if not path:
@@ -75,14 +75,14 @@ def stage1_renderer(cfg, device: torch.device, clean_context: bool = False) -> R
                                 images[:, num_context:]], dim=1)
         cameras = item_cameras(model, item, device)
 
-        def run(order: Tensor | None = None) -> Tensor:  # order: (1, V) view indices, context first
-            imgs, cams = images, cameras
-            if order is not None:
-                imgs = gather_views(images, order)
-                cams = None if cameras is None else {k: gather_views(c, order) for k, c in cameras.items()}
+        def run(imgs: Tensor, cams: dict | None) -> Tensor:
             return model(imgs, num_context, cameras=cams, apply_mae=False)["renders"]
 
-        out = render_from_farthest(run, item["frame_idx"][None], num_context, images) if farthest else run()
+        if farthest:  # every view from its farthest views
+            out = render_from_farthest(lambda order: run(gather_views(images, order), gather_cameras(cameras, order)),
+                                       item["frame_idx"][None], num_context, images)
+        else:  # the targets from the context views
+            out = run(images, cameras)
         return out[0].float().clamp(0, 1).cpu()
 
     render.source = (str(loaded.path) + ("+clean-context" if clean_context else "")  # type: ignore[attr-defined]

@@ -69,6 +69,12 @@ def gather_views(x: Tensor, order: Tensor) -> Tensor:
     return torch.gather(x, 1, idx.to(x.device))
 
 
+def gather_cameras(cameras: dict | None, order: Tensor) -> dict | None:
+    """cameras {"c2w": (B, V, 4, 4), "fxfycxcy": (B, V, 4)} or None (a model that predicts them) and order (B, V')
+    -> the same cameras in that view order (:func:`gather_views` per entry), or None."""
+    return None if cameras is None else {k: gather_views(c, order) for k, c in cameras.items()}
+
+
 def render_from_farthest(render: Callable[[Tensor], Tensor], frame_idx: Tensor, num_context: int,
                          images: Tensor) -> Tensor:
     """Every view rendered from its farthest views.

@@ -107,7 +107,7 @@ class MotionStageBase:
         labelling round (``pseudolabel.mask_context``) -> the targets from the context views (B, V - Vc, 3, H, W),
         or, with ``pseudolabel.render_from=farthest``, every view from the Vc views farthest from it in time
         (B, V, 3, H, W; :mod:`wildrayzer.pseudolabel.far_context`)."""
-        from ..pseudolabel.far_context import gather_views, render_from_farthest
+        from ..pseudolabel.far_context import gather_cameras, gather_views, render_from_farthest
 
         vc = cfg.model.num_context_views
 
@@ -123,8 +123,7 @@ class MotionStageBase:
                               "this dataset does not provide; set pseudolabel.render_from=context")
 
         def reordered(order: Tensor) -> Tensor:  # order: (B, V) view indices, the new context first
-            cameras = None if cams is None else {k: gather_views(c, order) for k, c in cams.items()}
-            return render(gather_views(original, order), cameras)
+            return render(gather_views(original, order), gather_cameras(cams, order))
 
         return render_from_farthest(reordered, batch["frame_idx"], vc, original)
 
