@@ -8,6 +8,7 @@ from wildrayzer.nn import (
     Transformer,
     naive_attention,
     patchify,
+    sdpa,
     sincos_1d,
     sincos_2d,
     unpatchify,
@@ -25,6 +26,33 @@ def test_sdpa_equals_naive_attention():
     q, k, v = torch.randn(3, 2, 4, 11, 8).unbind(0)
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     assert torch.allclose(naive_attention(q, k, v), ref, atol=1e-5)
+
+
+def test_cpu_bf16_attention_runs_in_fp32_and_matches_reference():
+    """Under CPU bf16 autocast, attention is computed in fp32 from the bf16 projections (the CPU flash kernel is
+    several times slower in bf16): bf16 out, equal to fp32 attention of the same bf16 inputs, gradients reach the
+    weights; fp32 inputs take the plain kernel."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 19, 16).unbind(0)
+    qb, kb, vb = (t.bfloat16().requires_grad_() for t in (q, k, v))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sdpa(qb, kb, vb)
+    assert out.dtype == torch.bfloat16
+    fp32 = torch.nn.functional.scaled_dot_product_attention(qb.detach().float(), kb.detach().float(),
+                                                            vb.detach().float())
+    assert torch.equal(out, fp32.bfloat16())  # the fp32 kernel, rounded once (the bf16 kernel differs)
+    assert torch.allclose(fp32, naive_attention(qb.detach().float(), kb.detach().float(), vb.detach().float()),
+                          atol=1e-5)
+    out.float().square().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 and t.grad.abs().sum() > 0 for t in (qb, kb, vb))
+    assert torch.equal(sdpa(q, k, v), torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    attn = Attention(64, 4)
+    x = torch.randn(2, 13, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attn(x)
+    y.float().sum().backward()
+    assert torch.allclose(y.float(), attn(x).detach(), atol=5e-2)
+    assert attn.qkv.weight.grad is not None and attn.qkv.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("views", [1, 3, 5])

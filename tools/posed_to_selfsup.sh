@@ -25,8 +25,11 @@
 #   POSED_START=checkpoints/tiny_posed_start bash tools/posed_to_selfsup.sh OUT EXPORT   # phase 0a as committed
 #   POSED=checkpoints/wildrayzer_tiny_2view_parts/posed bash tools/posed_to_selfsup.sh OUT EXPORT   # phase 0 as committed
 #   S_POSED=4500 S_POSED_B=2000 S_CAM=3000 S_CAM_B=0 SHIFT_CUE=1 S_JOINT=1500 S2=300 S3=600
-#   DATA=data/synthetic_1536/re10k_processed_v2 THREADS=2 SEED=42 ROLLBACK_DB=3
-#   (defaults; SEED is training.seed of every phase: the fresh estimator's initialisation and the data order)
+#   DATA=data/synthetic_1536/re10k_processed_v2 THREADS=2 SEED=42 ROLLBACK_DB=3 AMP=auto
+#   (defaults; SEED is training.seed of every phase: the fresh estimator's initialisation and the data order;
+#   AMP is training.amp of every phase: auto = bf16 on CUDA, fp32 on a CPU; AMP=bf16 on a CPU with bf16 matmul
+#   units (amx_bf16 in /proc/cpuinfo) makes the posed phases' steps ~1.6x faster: `wildrayzer bench amp`, RESULTS v2.5;
+#   the shipped model was trained in fp32)
 # Resumable: a finished phase is skipped, an interrupted one continues from its last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,9 +48,11 @@ S3=${S3:-600}
 DATA=${DATA:-data/synthetic_1536/re10k_processed_v2}
 SEED=${SEED:-42}
 ROLLBACK_DB=${ROLLBACK_DB:-3}
+AMP=${AMP:-auto}
 export OMP_NUM_THREADS=${THREADS:-2}
 mkdir -p "$OUT"
-COMMON=(training.device="$DEVICE" training.seed="$SEED" logging.progress=false logging.tensorboard=false)  # every run
+COMMON=(training.device="$DEVICE" training.seed="$SEED" training.amp="$AMP" logging.progress=false
+  logging.tensorboard=false)  # every run
 done_already() {  # NAME STEPS: the run's log says it finished
   grep -qs "^done: step $2," "$OUT/$1.log"
 }

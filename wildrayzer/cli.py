@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pseudolabel": ("wildrayzer.pseudolabel.cli", "export pseudo-motion masks to inspect: --config FILE [--out DIR]"),
     "demo": ("wildrayzer.commands.demo", "launch the Gradio demo"),
     "bench": ("wildrayzer.commands.bench",
-              "benchmarks: speed | quality | synth | pseudolabel | headroom | poses | detail"),
+              "benchmarks: speed | quality | synth | pseudolabel | headroom | poses | detail | amp"),
     "schedule": ("wildrayzer.commands.schedule",
                  "train the tiny CPU schedule, stages 1 -> 2 -> 3 (--out DIR --steps S1 S2 S3)"),
     "quickstart": ("wildrayzer.commands.quickstart", "generate the embedded data and run the main job on it"),

@@ -37,6 +37,17 @@ class RMSNorm(nn.Module):
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight.type_as(x)
 
 
+def sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """q: (B, H, Nq, Dh), k, v: (B, H, Nk, Dh) -> (B, H, Nq, Dh): ``F.scaled_dot_product_attention``, except that on
+    a CPU, bf16 / fp16 inputs (autocast) are attended in fp32 and the result cast back: PyTorch's CPU flash kernel is
+    several times slower in bf16 than in fp32 (backward above all; benchmarks/RESULTS.md v2.5), while the
+    projections around it keep the bf16 matmul speed-up."""
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, qk_norm: bool = True):
         super().__init__()
@@ -53,7 +64,7 @@ class Attention(nn.Module):
         """x: (B, N, D) -> (B, N, D)."""
         q, k, v = rearrange(self.qkv(x), "b n (t h d) -> t b h n d", t=3, h=self.heads)
         q, k = self.q_norm(q), self.k_norm(k)
-        out = F.scaled_dot_product_attention(q, k, v) if self.use_sdpa else naive_attention(q, k, v)
+        out = sdpa(q, k, v) if self.use_sdpa else naive_attention(q, k, v)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
 
@@ -136,7 +147,7 @@ class AttentionPool(nn.Module):
         """x: (B, N, D) -> (B, D)."""
         k, v = rearrange(self.kv(self.norm(x)), "b n (t h d) -> t b h n d", t=2, h=self.heads)
         q = rearrange(self.query.to(x.dtype), "(h d) -> 1 h 1 d", h=self.heads).expand(x.shape[0], -1, -1, -1)
-        out = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)  # (B, H, 1, Dh)
+        out = sdpa(self.q_norm(q), self.k_norm(k), v)  # (B, H, 1, Dh)
         return self.proj(rearrange(out, "b h 1 d -> b (h d)"))
 
 

@@ -16,7 +16,7 @@ from ..errors import UserError
 
 SCRIPTS = {"speed": "speed.py", "quality": "quality.py", "synth": "bench_synth.py",
            "pseudolabel": "bench_pseudolabel.py", "headroom": "mask_headroom.py", "poses": "pose_probe.py",
-           "detail": "detail.py"}
+           "detail": "detail.py", "amp": "amp.py"}
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,43 @@
+"""`benchmarks/amp.py` (``wildrayzer bench amp``): every phase x precision is timed and tabled, the bf16-attention
+row swaps the package's attention for PyTorch's kernel only while it is timed, and bad arguments end in exit 2."""
+
+import json
+from pathlib import Path
+
+import torch
+
+import wildrayzer.nn as wnn
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_amp_bench_times_every_phase_and_restores_attention(monkeypatch, capsys, tmp_path):
+    from wildrayzer.cli import main as cli_main
+
+    monkeypatch.chdir(REPO)
+    package_sdpa = wnn.sdpa
+    seen = set()
+
+    def spy(*a, **k):  # records which attention ran, keeps the package's behaviour
+        seen.add(a[0].dtype)
+        return package_sdpa(*a, **k)
+
+    monkeypatch.setattr(wnn, "sdpa", spy)
+    md = tmp_path / "amp.md"
+    assert cli_main(["bench", "amp", "--quick", "--threads", "1", "--md", str(md)]) == 0
+    assert wnn.sdpa is spy  # put back after the bf16-attn rows
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(r["phase"], r["precision"]) for r in rows] == [
+        (ph, pr) for ph in ("posed", "camera", "joint") for pr in ("fp32", "bf16", "bf16-attn")]
+    assert all(r["step_s"] > 0 and len(r["runs_s"]) == 2 and r["batch"] == 2 for r in rows)
+    assert seen == {torch.float32, torch.bfloat16}  # fp32 and bf16 rows went through the package's sdpa
+    table = md.read_text().splitlines()
+    assert len(table) == 5 and table[2].startswith("| posed | 2 |") and table[2].count("|") == 7
+
+
+def test_amp_bench_rejects_bad_repeats(monkeypatch, capsys):
+    from wildrayzer.cli import main as cli_main
+
+    monkeypatch.chdir(REPO)
+    assert cli_main(["bench", "amp", "--repeats", "0"]) == 2
+    assert "--repeats must be >= 1" in capsys.readouterr().err
