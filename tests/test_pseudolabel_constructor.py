@@ -168,3 +168,31 @@ def test_batch_function_matches_per_scene(scenes, backbone):
         ref = build_pseudo_masks(s["photos"][:4], s["renders"][:4], s["photo_feats"][:4], s["render_feats"][:4], cfg)
         assert torch.equal(masks[i], ref.masks)
         assert torch.equal(reliable[i], ref.reliable)
+
+
+def test_ssim_alone_skips_the_render_features_and_scores_the_same(scenes, backbone):
+    """With pseudolabel.semantic_weight 0 (the tiny configs) the renders never go through the backbone, and the masks
+    are those of the full constructor given real render features; a nonzero weight without them is an error."""
+    cfg = load_config(None, ["pseudolabel.semantic_weight=0.0", "pseudolabel.ssim_weight=1.0", "pseudolabel.workers=1"])
+    a, b = scenes[3, True], scenes[4, False]
+    renders = torch.stack([a["renders"][:4], b["renders"][:4]])
+    targets = torch.stack([a["photos"][:4], b["photos"][:4]])
+    seen = []
+
+    def counting(x):
+        seen.append(x.shape[0])
+        return backbone(x)
+
+    masks, reliable = pseudo_masks_for_batch(renders, targets, counting, cfg)
+    assert seen == [8]  # the 2 x 4 targets, no render
+    feats = torch.stack([a["photo_feats"][:4], b["photo_feats"][:4]])
+    seen.clear()
+    assert torch.equal(pseudo_masks_for_batch(renders, targets, counting, cfg, target_feats=feats)[0], masks)
+    assert seen == []
+    for i, s in enumerate((a, b)):
+        ref = build_pseudo_masks(s["photos"][:4], s["renders"][:4], s["photo_feats"][:4], s["render_feats"][:4], cfg)
+        assert torch.equal(masks[i], ref.masks) and torch.equal(reliable[i], ref.reliable)
+        assert torch.equal(build_pseudo_masks(s["photos"][:4], s["renders"][:4], s["photo_feats"][:4], None,
+                                              cfg).scores, ref.scores)
+    with pytest.raises(ValueError, match="needs the renders' features"):
+        build_pseudo_masks(a["photos"][:4], a["renders"][:4], a["photo_feats"][:4], None, load_config(None, []))

@@ -108,7 +108,7 @@ def label_dataset(cfg, dataset, render: RenderFn, backbone, out_dir: str | Path,
     from ..infer.metrics import mask_iou_pooled
     from ..semantic import FeatureCache
     from .cache import PseudoLabelCache, fingerprint
-    from .constructor import build_pseudo_masks
+    from .constructor import build_pseudo_masks, needs_render_features
 
     def mask_iou(pred: Tensor, gt: Tensor) -> float:  # 1.0 when nothing moves and nothing is predicted
         iou = mask_iou_pooled(pred, gt)
@@ -134,7 +134,7 @@ def label_dataset(cfg, dataset, render: RenderFn, backbone, out_dir: str | Path,
         targets = item["images"][first:]
         with torch.no_grad():
             pf = features(targets.to(device)).cpu()
-            rf = features(renders.to(device)).cpu()
+            rf = features(renders.to(device)).cpu() if needs_render_features(cfg.pseudolabel) else None
         out = build_pseudo_masks(targets, renders, pf, rf, cfg, seed=cfg.training.seed)
         target_frames = item["frame_idx"][first:].tolist()
         cache.write(scene, target_frames, out.masks, {

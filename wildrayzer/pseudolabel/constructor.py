@@ -80,13 +80,24 @@ def match_render_blur(photos: Tensor, renders: Tensor, sigmas=(0.5, 1.0, 1.5, 2.
     return best
 
 
-def dissimilarity_scores(photos: Tensor, renders: Tensor, photo_feats: Tensor, render_feats: Tensor,
+def needs_render_features(pl_cfg) -> bool:
+    """Whether the score reads the renders' semantic features (not with ``semantic_weight`` 0: SSIM alone, as the
+    tiny configs score; a backbone pass over every render saved)."""
+    return pl_cfg.semantic_weight != 0
+
+
+def dissimilarity_scores(photos: Tensor, renders: Tensor, photo_feats: Tensor, render_feats: Tensor | None,
                          pl_cfg) -> Tensor:
-    """photos, renders: (T, 3, H, W) in [0, 1]; photo_feats, render_feats: (T, C, h, w)
-    -> combined score (T, 1, H, W) = semantic_weight * z(1 - cos) + ssim_weight * z(1 - SSIM)."""
+    """photos, renders: (T, 3, H, W) in [0, 1]; photo_feats, render_feats: (T, C, h, w) (render_feats may be None
+    when :func:`needs_render_features` is False) -> combined score (T, 1, H, W) = semantic_weight * z(1 - cos) +
+    ssim_weight * z(1 - SSIM)."""
     height, width = photos.shape[-2:]
     photos = match_render_blur(photos.float(), renders.float(), tuple(pl_cfg.render_blur_sigmas))
     ssim_d = 1.0 - ssim_map(photos, renders.float(), window=int(pl_cfg.ssim_window))
+    if not needs_render_features(pl_cfg):  # the semantic term weighs 0: the same score without the features
+        return pl_cfg.ssim_weight * zscore(ssim_d)
+    if render_feats is None:
+        raise ValueError(f"pseudolabel.semantic_weight={pl_cfg.semantic_weight} needs the renders' features")
     cos = (F.normalize(photo_feats.float(), dim=1, eps=1e-6) * F.normalize(render_feats.float(), dim=1, eps=1e-6))
     sem_d = F.interpolate(1.0 - cos.sum(1, keepdim=True), size=(height, width), mode="bilinear",
                           align_corners=False)
@@ -154,12 +165,13 @@ def grabcut_refine(photo: np.ndarray, mask: np.ndarray, band: int, iters: int) -
     return out
 
 
-def build_pseudo_masks(photos: Tensor, renders: Tensor, photo_feats: Tensor, render_feats: Tensor, cfg,
+def build_pseudo_masks(photos: Tensor, renders: Tensor, photo_feats: Tensor, render_feats: Tensor | None, cfg,
                        seed: int = 0) -> PseudoMasks:
     """The pseudo-mask constructor for one scene (see the module docstring).
 
     photos, renders: (T, 3, H, W) in [0, 1]; photo_feats, render_feats: (T, C, h, w) from the same frozen semantic
-    backbone; ``cfg`` the full config (``pseudolabel`` and ``training.psnr_filter_threshold`` are read).
+    backbone (render_feats None: not needed, see :func:`needs_render_features`); ``cfg`` the full config
+    (``pseudolabel`` and ``training.psnr_filter_threshold`` are read).
     """
     pl = cfg.pseudolabel
     if photos.shape != renders.shape or photos.ndim != 4:
@@ -168,7 +180,8 @@ def build_pseudo_masks(photos: Tensor, renders: Tensor, photo_feats: Tensor, ren
         raise ConfigError("pseudo-masks need semantic features but semantic.backbone=none; set "
                           "semantic.backbone=efficientnet_lite0 (offline) or dinov3")
     photos, renders = photos.detach().float().cpu(), renders.detach().float().cpu().clamp(0, 1)
-    photo_feats, render_feats = photo_feats.detach().float().cpu(), render_feats.detach().float().cpu()
+    photo_feats = photo_feats.detach().float().cpu()
+    render_feats = None if render_feats is None else render_feats.detach().float().cpu()
     scores = dissimilarity_scores(photos, renders, photo_feats, render_feats, pl)
     coseg, dynamic = cosegment(photo_feats, scores, pl.kmeans_k, pl.kmeans_iters, pl.top_cluster_fraction,
                                pl.score_threshold, pl.min_frame_votes, seed)
@@ -193,22 +206,29 @@ def pseudo_masks_for_batch(renders: Tensor, targets: Tensor, backbone, cfg, seed
     """In-loop pseudo-labels. renders, targets: (B, T, 3, H, W) in [0, 1] (renders from the frozen static model);
     ``backbone`` a frozen :class:`~wildrayzer.semantic.SemanticBackbone`; ``target_feats`` (B, T, C, h, w): the
     targets' features when the caller already has them (saves a backbone pass) -> masks (B, T, 1, H, W) float32 in
-    {0, 1}, reliable (B, T) bool, on the inputs' device. Each batch item is one scene for the co-segmentation."""
+    {0, 1}, reliable (B, T) bool, on the inputs' device. Each batch item is one scene for the co-segmentation.
+    The renders go through the backbone only when the score reads their features (:func:`needs_render_features`)."""
     b, t = targets.shape[:2]
     if renders.shape != targets.shape:
         raise ValueError(f"renders {tuple(renders.shape)} and targets {tuple(targets.shape)} must match")
-    if target_feats is None:
-        both = rearrange(torch.stack([targets, renders.clamp(0, 1)]), "two b t c h w -> (two b t) c h w")
-        feats = rearrange(backbone(both.float()), "(two b t) c h w -> two b t c h w", two=2, b=b)
+
+    def features(x: Tensor) -> Tensor:  # (B, T, 3, H, W) -> (B, T, C, h, w)
+        return rearrange(backbone(rearrange(x.float(), "b t c h w -> (b t) c h w")), "(b t) c h w -> b t c h w", b=b)
+
+    with_renders = needs_render_features(cfg.pseudolabel)
+    if target_feats is None and with_renders:  # one backbone call for both
+        both = features(torch.cat([targets, renders.clamp(0, 1)], dim=1))
+        target_feats, render_feats = both[:, :t], both[:, t:]
     else:
-        render_feats = rearrange(backbone(rearrange(renders.clamp(0, 1).float(), "b t c h w -> (b t) c h w")),
-                                 "(b t) c h w -> b t c h w", b=b)
-        feats = torch.stack([target_feats.float(), render_feats])
-    feats = feats.float().cpu()
+        target_feats = features(targets) if target_feats is None else target_feats
+        render_feats = features(renders.clamp(0, 1)) if with_renders else None
+    target_feats = target_feats.float().cpu()
+    render_feats = None if render_feats is None else render_feats.float().cpu()
     targets_cpu, renders_cpu = targets.float().cpu(), renders.float().cpu()
 
     def one(i: int) -> PseudoMasks:
-        return build_pseudo_masks(targets_cpu[i], renders_cpu[i], feats[0, i], feats[1, i], cfg, seed=seed)
+        return build_pseudo_masks(targets_cpu[i], renders_cpu[i], target_feats[i],
+                                  None if render_feats is None else render_feats[i], cfg, seed=seed)
 
     workers = min(b, int(cfg.pseudolabel.workers) or os.cpu_count() or 1)
     if workers > 1:  # each scene is independent and seeded: the result does not depend on the thread count
