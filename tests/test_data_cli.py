@@ -31,7 +31,8 @@ def test_synth_cli_writes_a_loadable_tree(tmp_path, capsys):
     assert item["images"].shape == (8, 3, 16, 16) and item["motion_masks"].shape == (8, 1, 16, 16)
     assert cli_main(["data", "synth", "--out", str(tmp_path / "x"), "--frames", "3"]) == 2  # too few frames
     assert "frames" in capsys.readouterr().err
-    for flag, values in (("--transient-travel", ["3", "1"]), ("--transient-distance", ["0.1", "1"])):
+    for flag, values in (("--transient-travel", ["3", "1"]), ("--transient-distance", ["0.1", "1"]),
+                         ("--transient-scale", ["0"])):
         assert cli_main(["data", "synth", "--out", str(tmp_path / "y"), flag, *values]) == 2
         assert flag in capsys.readouterr().err
         assert not (tmp_path / "y").exists()

@@ -171,6 +171,20 @@ def test_transients_walk_the_requested_distance(travel):
     assert walked and all(travel[0] - 1e-4 <= d <= travel[1] + 1e-4 for d in walked)
 
 
+def test_transient_scale_multiplies_every_transient_size():
+    """Capsules are drawn 0.18-0.3 m in radius, boxes 0.15-0.3 m half wide, sprites 0.3-0.6 m half wide (scenes.py);
+    at scale 2 none is narrower than twice its range's minimum, at 1 every one lies inside its range."""
+    low = {"capsule": 0.18, "box": 0.15, "sprite": 0.3}
+    for scale, ok in ((1.0, lambda w, k: low[k] - 1e-6 <= w <= 2 * low[k] + 1e-6),
+                      (2.0, lambda w, k: w >= 2 * low[k] - 1e-6)):
+        kinds = []
+        for i in range(6):
+            spec = random_scene(scene_rng(0, "dynamic", "train", i), 12, 32, 32, True, transient_scale=scale)
+            assert all(ok(tr.size[0], tr.kind) for tr in spec.transients), (scale, [tr.size for tr in spec.transients])
+            kinds += [tr.kind for tr in spec.transients]
+        assert len(kinds) >= 4  # larger ones are redrawn more often (they must clear the room and the objects)
+
+
 def test_layout_lists_and_view_indices(tree):
     for root, kind in (("re10k_processed_v2", "static"), ("dynamic_re10k", "dynamic")):
         for split in ("train", "test"):
@@ -279,6 +293,11 @@ def test_ensure_default_data_leaves_a_complete_set_of_other_parameters_alone(tmp
     assert "\n" not in str(err.value) and "move it away" in str(err.value)
     assert _digest(root) == before and is_complete(root, small)
     marker = json.loads((root / MARKER).read_text())
+    older = {k: v for k, v in marker["params"].items() if k != "transient_scale"}  # written before the field existed
+    (root / MARKER).write_text(json.dumps({**marker, "params": older}))
+    assert is_complete(root, small)  # it was made with scale 1
+    with pytest.raises(UserError, match=r"transient_scale 1.0 there, 1.35 wanted"):
+        ensure_default_data(root, SynthParams(**{**small.__dict__, "transient_scale": 1.35}))
     (root / MARKER).write_text(json.dumps({**marker, "version": 0}))  # an older generator's set
     with pytest.raises(UserError, match="another generator"):
         ensure_default_data(root, small)

@@ -193,7 +193,7 @@ def _in_view(c2w: np.ndarray, fxfycxcy: np.ndarray, height: int, width: int, poi
 
 
 def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints, distance: tuple[float, float],
-                travel: tuple[float, float]) -> list[Transient]:
+                travel: tuple[float, float], scale: float = 1.0) -> list[Transient]:
     frames = len(c2w)
     cams_xz = c2w[:, [0, 2], 3]
     s = np.linspace(0.0, 1.0, frames)
@@ -207,6 +207,7 @@ def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints, dist
                 size = (rng.uniform(0.15, 0.3), rng.uniform(0.5, 0.9), rng.uniform(0.12, 0.25))
             else:
                 size = (rng.uniform(0.3, 0.6), rng.uniform(0.9, 1.6), 0.0)
+            size = tuple(scale * x for x in size)
             radius = float(np.hypot(size[0], size[2])) if kind == "box" else size[0]
             mid = c2w[frames // 2]
             ahead = mid[:3, 3] + mid[:3, 2] * rng.uniform(*distance) + mid[:3, 0] * rng.uniform(-1.5, 1.5)
@@ -249,10 +250,11 @@ def _transients(rng, half, c2w, fxfycxcy, height, width, count, footprints, dist
 
 def random_scene(rng: np.random.Generator, frames: int, height: int, width: int, dynamic: bool,
                  transient_distance: tuple[float, float] = TRANSIENT_DISTANCE,
-                 transient_travel: tuple[float, float] = TRANSIENT_TRAVEL) -> SceneSpec:
+                 transient_travel: tuple[float, float] = TRANSIENT_TRAVEL, transient_scale: float = 1.0) -> SceneSpec:
     """Draw one scene: room, 2-5 static objects, camera path, intrinsics and (if ``dynamic``) up to 1-3 transients
     whose paths start ``transient_distance`` metres (min, max) ahead of the middle frame's camera and cover
-    ``transient_travel`` metres (min, max; straight-line distance start to end) over the clip. A transient whose path
+    ``transient_travel`` metres (min, max; straight-line distance start to end) over the clip, their sizes multiplied
+    by ``transient_scale`` (1: people-sized). A transient whose path
     leaves the room, passes the camera, crosses a static object or an earlier transient's path, or stays out of view
     is redrawn up to 100 times and then left out: with the default paths nearly every scene keeps one (46 of the 48
     dynamic test scenes, 167 of the first 192 training scenes; the others two; benchmarks/RESULTS.md v1.2)."""
@@ -275,5 +277,6 @@ def random_scene(rng: np.random.Generator, frames: int, height: int, width: int,
     light = Light(light_dir / np.linalg.norm(light_dir),
                   np.array([rng.uniform(-0.5, 0.5) * half_xz[0], size[1] - 0.3, rng.uniform(-0.5, 0.5) * half_xz[1]]))
     transients = (_transients(rng, half_xz, c2w, fxfycxcy, height, width, int(rng.integers(1, 4)), footprints,
-                              tuple(transient_distance), tuple(transient_travel)) if dynamic else [])
+                              tuple(transient_distance), tuple(transient_travel), float(transient_scale))
+                  if dynamic else [])
     return SceneSpec(room, statics, light, c2w, fxfycxcy, height, width, kind, transients)
