@@ -36,7 +36,7 @@ test-slow: install-demo
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m slow
 
 lint: install
-	$(BIN)/ruff check wildrayzer tests benchmarks train.py inference.py
+	$(BIN)/ruff check wildrayzer tests benchmarks tools train.py inference.py
 
 # Flip each method decision of docs/METHOD_DECISIONS.md (and the unlisted controls) in a scratch copy, one at a time;
 # the fast suite must fail for every one. Slow (minutes), not part of `make test` or CI.
