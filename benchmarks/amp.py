@@ -19,14 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed_lib import machine_info, print_table, time_fn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CFG = ROOT / "configs/tiny/wildrayzer_stage1_pretrain.yaml"
@@ -79,20 +81,6 @@ def make_step(phase: str, device: torch.device, batch: int | None):
     return step, b
 
 
-def timed(step, amp: bool, device: torch.device, repeats: int) -> list[float]:
-    step(amp)  # warm-up: optimiser state, kernel selection
-    runs = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step(amp)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        runs.append(time.perf_counter() - t0)
-    return runs
-
-
 def measure(phase: str, precision: str, device: torch.device, repeats: int, batch: int | None) -> dict:
     import wildrayzer.nn as wnn
 
@@ -100,13 +88,13 @@ def measure(phase: str, precision: str, device: torch.device, repeats: int, batc
     keep = wnn.sdpa
     if precision == "bf16-attn":
         wnn.sdpa = F.scaled_dot_product_attention  # the kernel in the autocast dtype, as before v2.5
-    try:
-        runs = timed(step, precision != "fp32", device, repeats)
+    try:  # one warm-up step: optimiser state, kernel selection
+        t = time_fn(partial(step, precision != "fp32"), device, repeats, warmup=1)
     finally:
         wnn.sdpa = keep
-    median = statistics.median(runs)
+    median = t["median_s"]
     return {"benchmark": "amp", "phase": phase, "precision": precision, "batch": b, "step_s": round(median, 4),
-            "samples_per_s": round(b / median, 2), "runs_s": [round(r, 4) for r in runs]}
+            "samples_per_s": round(b / median, 2), "runs_s": t["runs_s"]}
 
 
 def table(rows: list[dict]) -> str:
@@ -139,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    machine = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "cpu_bf16": cpu_bf16_flags()}
+    machine = {**machine_info(device), "cpu_bf16": cpu_bf16_flags()}
     repeats, batch = (2, 2) if args.quick else (args.repeats, None)
     rows = []
     for phase in PHASES:
@@ -148,10 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {**measure(phase, precision, device, repeats, batch), "machine": machine}
             print(json.dumps(row), flush=True)
             rows.append(row)
-    text = table(rows)
-    print(text)
-    if args.md:
-        Path(args.md).write_text(text + "\n")
+    print_table(table(rows), args.md)
     return 0
 
 

@@ -42,6 +42,7 @@ from speed_lib import (  # noqa: E402
     model_flops,
     peak_matmul,
     peak_memory,
+    print_table,
     reset_peak_memory,
     time_fn,
 )
@@ -253,10 +254,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from speed_table import table
 
-    text = table(rep.rows)
-    print(text)
-    if args.md:
-        Path(args.md).write_text(text + "\n")
+    print_table(table(rep.rows), args.md)
     return 0
 
 

@@ -47,6 +47,14 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
+def print_table(text: str, md: str | None = None) -> None:
+    """Print a benchmark's results table and, with ``md``, also write it to that file (markdown)."""
+    print(text)
+    if md:
+        with open(md, "w") as f:
+            f.write(text + "\n")
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

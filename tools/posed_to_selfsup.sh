@@ -28,7 +28,7 @@
 #   DATA=data/synthetic_1536/re10k_processed_v2 THREADS=2 SEED=42 ROLLBACK_DB=3 AMP=auto
 #   (defaults; SEED is training.seed of every phase: the fresh estimator's initialisation and the data order;
 #   AMP is training.amp of every phase: auto = bf16 on CUDA, fp32 on a CPU; AMP=bf16 on a CPU with bf16 matmul
-#   units (amx_bf16 in /proc/cpuinfo) makes the posed phases' steps ~1.6x faster: `wildrayzer bench amp`, RESULTS v2.5;
+#   units (amx_bf16 in /proc/cpuinfo) makes the posed phases 1.5x faster: `wildrayzer bench amp`, RESULTS v2.5;
 #   the shipped model was trained in fp32)
 # Resumable: a finished phase is skipped, an interrupted one continues from its last checkpoint.
 set -euo pipefail

@@ -143,7 +143,7 @@ class TrainingConfig:
     rollback_lr_factor: float = 0.5
     max_rollbacks: int = 3  # roll-backs before a clean stop
     # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32. bf16 on a CPU with bf16 matmul units (amx_bf16 in
-    # /proc/cpuinfo) trains the tiny posed stage 1 about twice as fast at the same quality (benchmarks/RESULTS.md
+    # /proc/cpuinfo) trains the tiny posed stage 1 1.5x as fast at the same quality (benchmarks/RESULTS.md
     # v2.5, `wildrayzer bench amp`); without them it can be slower than fp32
     amp: str = "auto"
     compile: bool = False
