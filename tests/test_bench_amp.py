@@ -24,8 +24,11 @@ def test_amp_bench_times_every_phase_and_restores_attention(monkeypatch, capsys,
 
     monkeypatch.setattr(wnn, "sdpa", spy)
     md = tmp_path / "amp.md"
-    assert cli_main(["bench", "amp", "--quick", "--threads", "1", "--md", str(md)]) == 0
+    threads = torch.get_num_threads()
+    other = "1" if threads > 1 else "2"  # a count the script must change and give back
+    assert cli_main(["bench", "amp", "--quick", "--threads", other, "--md", str(md)]) == 0
     assert wnn.sdpa is spy  # put back after the bf16-attn rows
+    assert torch.get_num_threads() == threads  # the script's --threads ends with it
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [(r["phase"], r["precision"]) for r in rows] == [
         (ph, pr) for ph in ("posed", "camera", "joint") for pr in ("fp32", "bf16", "bf16-attn")]

@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
     script = Path("benchmarks") / SCRIPTS[argv[0]]
     if not script.is_file():
         raise UserError(f"{script} not found: run 'wildrayzer bench' from the repository root")
-    old, grad = sys.argv, torch.is_grad_enabled()
+    old, grad, threads = sys.argv, torch.is_grad_enabled(), torch.get_num_threads()
     sys.argv = [str(script), *argv[1:]]
     try:
         runpy.run_path(str(script), run_name="__main__")
@@ -38,4 +38,5 @@ def main(argv: list[str]) -> int:
     finally:  # the script ran in this process: whatever it switched globally is switched back
         sys.argv = old
         torch.set_grad_enabled(grad)
+        torch.set_num_threads(threads)  # benchmarks take --threads
     return 0
