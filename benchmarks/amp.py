@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_lib import machine_info, print_table, time_fn  # noqa: E402
+from speed_lib import machine_info, print_table, stage1_train_step, time_fn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CFG = ROOT / "configs/tiny/wildrayzer_stage1_pretrain.yaml"
@@ -48,35 +48,16 @@ def cpu_bf16_flags() -> list[str]:
 
 
 def make_step(phase: str, device: torch.device, batch: int | None):
+    """-> (step(amp: bool), batch) for one phase of the recipe (:data:`PHASES`)."""
     from wildrayzer.config import load_config
-    from wildrayzer.model import WildRayZerModel
-    from wildrayzer.train.optim import build_optimizer
-    from wildrayzer.train.stage1 import Stage1Pretrain
-    from wildrayzer.train.stages import apply_trainable
 
     overrides, default_batch, frozen = PHASES[phase]
     cfg = load_config(TINY_CFG, ["training.perceptual_weight=0", *overrides])
-    torch.manual_seed(0)
-    model = WildRayZerModel(cfg.model).to(device).train()
-    apply_trainable(model, 1, frozen)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = build_optimizer(model, cfg.training)
-    stage = Stage1Pretrain()
-    b, m = batch or default_batch, cfg.model
-    v = m.num_context_views + m.num_target_views
-    c2w = torch.eye(4).repeat(b, v, 1, 1)
-    c2w[..., 0, 3] = torch.linspace(-0.5, 0.5, v)  # a sideways walk
-    data = {"images": torch.rand(b, v, 3, m.image_size, m.image_size), "c2w": c2w,
-            "fxfycxcy": torch.tensor([m.image_size, m.image_size, m.image_size / 2, m.image_size / 2]).repeat(b, v, 1)}
-    data = {k: t.to(device) for k, t in data.items()}
+    b = batch or default_batch
+    train, _ = stage1_train_step(cfg, device, b, frozen)
 
     def step(amp: bool) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext():
-            loss, _ = stage.compute_losses(data, stage.forward(model, data, cfg), cfg)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.training.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train(partial(torch.autocast, device.type, dtype=torch.bfloat16) if amp else nullcontext)
 
     return step, b
 

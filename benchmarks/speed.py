@@ -44,6 +44,7 @@ from speed_lib import (  # noqa: E402
     peak_memory,
     print_table,
     reset_peak_memory,
+    stage1_train_step,
     time_fn,
 )
 
@@ -94,27 +95,10 @@ def layers_of(m) -> str:
 
 
 def bench_train(rep: Reporter, name: str, cfg, device, batch: int, repeats: int, peak: float) -> None:
-    from wildrayzer.train.optim import build_optimizer
-    from wildrayzer.train.stage1 import Stage1Pretrain
-    from wildrayzer.train.stages import apply_trainable
-
     m = cfg.model
-    model = build(cfg, device).train()
-    apply_trainable(model, 1)
-    opt = build_optimizer(model, cfg.training)
-    stage = Stage1Pretrain()  # perceptual off (perceptual_weight=0)
-    params = [p for p in model.parameters() if p.requires_grad]
+    train, params = stage1_train_step(cfg, device, batch)  # perceptual off (perceptual_weight=0)
     v = m.num_context_views + m.num_target_views
-    batch_data = {"images": torch.rand(batch, v, 3, m.image_size, m.image_size, device=device)}
-
-    def step():
-        with amp_ctx(device):
-            out = stage.forward(model, batch_data, cfg)
-            loss, _ = stage.compute_losses(batch_data, out, cfg)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.training.grad_clip if cfg.training.grad_clip > 0 else 1e9)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    step = partial(train, partial(amp_ctx, device))
 
     step()  # first step allocates the optimizer state
     reset_peak_memory(device)

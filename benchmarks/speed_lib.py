@@ -22,7 +22,8 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -72,6 +73,43 @@ def time_fn(fn: Callable[[], object], device: torch.device, repeats: int, warmup
         sync(device)
         runs.append(time.perf_counter() - t0)
     return {"best_s": min(runs), "median_s": statistics.median(runs), "runs_s": [round(r, 4) for r in runs]}
+
+
+def stage1_train_step(cfg, device: torch.device, batch: int, freeze: Sequence[str] = ()) \
+        -> tuple[Callable[[Callable[[], AbstractContextManager]], None], list]:
+    """One stage-1 training step as the loop takes it, on random images and cameras (a sideways walk; read only by a
+    posed model): forward and loss inside ``ctx()`` (e.g. autocast), backward, grad clipping
+    (``training.grad_clip``, none at 0), AdamW step. The model is built with seed 0, trains its stage-1 parts minus
+    ``freeze`` -> (step(ctx=nullcontext), its trainable parameters)."""
+    from wildrayzer.model import WildRayZerModel
+    from wildrayzer.train.optim import build_optimizer
+    from wildrayzer.train.stage1 import Stage1Pretrain
+    from wildrayzer.train.stages import apply_trainable
+
+    m = cfg.model
+    torch.manual_seed(0)
+    model = WildRayZerModel(m).to(device).train()
+    apply_trainable(model, 1, freeze)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = build_optimizer(model, cfg.training)
+    stage = Stage1Pretrain()  # perceptual term as the config says (the benchmarks turn it off)
+    v = m.num_context_views + m.num_target_views
+    c2w = torch.eye(4).repeat(batch, v, 1, 1)
+    c2w[..., 0, 3] = torch.linspace(-0.5, 0.5, v)
+    data = {"images": torch.rand(batch, v, 3, m.image_size, m.image_size, device=device), "c2w": c2w.to(device),
+            "fxfycxcy": torch.tensor([m.image_size, m.image_size, m.image_size / 2, m.image_size / 2],
+                                     device=device).repeat(batch, v, 1)}
+    clip = cfg.training.grad_clip if cfg.training.grad_clip > 0 else 1e9
+
+    def step(ctx: Callable[[], AbstractContextManager] = nullcontext) -> None:
+        with ctx():
+            loss, _ = stage.compute_losses(data, stage.forward(model, data, cfg), cfg)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, params
 
 
 def peak_matmul(device: torch.device, size: int, repeats: int) -> dict:
