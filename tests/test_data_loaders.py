@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from wildrayzer.data import build_dataset
 from wildrayzer.data.frames import adjust_intrinsics, read_mask, resize_crop
 from wildrayzer.data.scenes import random_scene
 from wildrayzer.data.synthetic import SynthParams, generate, render_frame, write_scene
+from wildrayzer.errors import DataError
 from wildrayzer.image_ops import psnr
 
 PARAMS = SynthParams(static_train=3, static_test=2, dynamic_train=3, dynamic_test=2, frames=12, res=48, seed=1,
@@ -202,3 +204,45 @@ def test_rgba_grayscale_and_absolute_paths(tree, tmp_path):
     torch.testing.assert_close(item["images"][0], torch.tensor(rgb).permute(2, 0, 1).float() / 255)
     gray = item["images"][1]
     assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+
+
+def test_preload_gives_the_same_items_and_reads_no_image_file(tree, tmp_path):
+    root = tmp_path / "dyn"
+    shutil.copytree(tree / "dynamic_re10k", root)
+    plain, pre = (build_dataset(make_cfg(root, "data.dataset=dynamic", f"data.preload={p}"), "train")
+                  for p in ("false", "true"))
+    assert "36 preloaded" in pre.summary() and "preloaded" not in plain.summary()
+    for ds in (plain, pre):
+        ds.set_epoch(2)
+    expected = [plain[i] for i in range(len(plain))]
+    for a in expected:
+        assert a["images"].shape == (5, 3, 32, 32)
+    shutil.rmtree(root / "train" / "images")  # from here on the frames come from memory alone
+    for i, a in enumerate(expected):
+        b = pre[i]
+        assert a["scene"] == b["scene"] and torch.equal(a["frame_idx"], b["frame_idx"])
+        for key in ("images", "fxfycxcy", "c2w", "motion_masks", "clean_images"):
+            assert torch.equal(a[key], b[key]), key
+    with pytest.raises(DataError, match="is missing"):
+        plain[0]
+
+
+def test_preload_refuses_or_skips_a_bad_frame_as_loading_does(tree, tmp_path):
+    root = tmp_path / "static"
+    shutil.copytree(tree / "re10k_processed_v2", root)
+    meta = json.loads((root / "train/metadata/static_train_0001.json").read_text())
+    bad = root / "train" / meta["frames"][5]["image_path"]
+    bad.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=f"cannot read {re.escape(str(bad))}"):
+        build_dataset(make_cfg(root, "data.preload=true"), "train")
+    pre = build_dataset(make_cfg(root, "data.preload=true", "data.on_error=skip"), "train")
+    assert "35 preloaded" in pre.summary()
+    # A sample that needs the bad frame reads it again and falls through to the next scene, as without preloading.
+    plain = build_dataset(make_cfg(root, "data.on_error=skip"), "train")
+    for epoch in range(6):
+        for ds in (pre, plain):
+            ds.set_epoch(epoch)
+        for i in range(len(pre)):
+            a, b = pre[i], plain[i]
+            assert a["scene"] == b["scene"] and torch.equal(a["images"], b["images"])
+    assert pre.skipped == plain.skipped >= 1

@@ -95,6 +95,10 @@ class DataConfig:
     # sufficient in 24 k samples on a CPU). Evaluation keeps the index file's order.
     shuffle_targets: bool = False
     num_workers: int = 2
+    # Decode and resize every frame of the split's scenes once, at start, into one array in memory (S x S x 3 bytes a
+    # frame: 450 MB for the 1,536-scene set at 64²); samples then read no image file. Pays on small CPUs, where
+    # decoding takes cores from the model (benchmarks/RESULTS.md v2.6); the samples are the same either way.
+    preload: bool = False
     on_error: str = "raise"  # raise | skip
     load_gt_masks: bool = True
     load_clean_images: bool = True

@@ -121,6 +121,9 @@ class LVSMDataset(Dataset):
             log.warning("%s: skipped %d bad scene(s) while indexing (data.on_error=skip)", self.split_dir, self.skipped)
         if not self.items:
             raise DataError(f"no usable scenes in {self.split_dir / d.list_file}; check the list file and metadata")
+        self._rows: dict[tuple[int, int], int] = {}  # (scene, frame) -> row of the preloaded frames (data.preload)
+        if d.preload:
+            self._preload()
 
     # ---------------------------------------------------------------- index
     def _fail(self, msg: str) -> None:
@@ -263,6 +266,37 @@ class LVSMDataset(Dataset):
             tgt = [tgt[int(round(k))] for k in np.linspace(0, len(tgt) - 1, self.num_target)]
         return ctx, tgt
 
+    def _preload(self) -> None:
+        """Decode and resize every frame of the indexed scenes once into one uint8 array: one buffer, which forked
+        data workers share without copying. A frame that fails to read is left out, and fails again (with the same
+        message, and the same on_error handling) when a sample needs it."""
+        frames = [(i, f) for i in sorted({i for i, _ in self.items}) for f in range(len(self.scenes[i].image_paths))]
+        log.info("%s: preloading %d frames (%.0f MB)", self.split_dir, len(frames),
+                 len(frames) * self.size**2 * 3 / 1e6)
+        self._pixels = np.empty((len(frames), self.size, self.size, 3), np.uint8)  # (N, S, S, 3)
+        self._stored_hw = np.empty((len(frames), 2), np.int64)  # (N, 2) height, width as stored
+        for i, f in frames:
+            rec = self.scenes[i]
+            try:
+                img = self._read(rec, rec.image_paths[f], read_rgb)
+            except DataError:
+                if self.on_error == "raise":
+                    raise
+                continue
+            row = len(self._rows)
+            self._pixels[row], self._stored_hw[row] = resize_crop(img, self.size), img.shape[:2]
+            self._rows[(i, f)] = row
+
+    def _frame(self, scene: int, f: int) -> tuple[np.ndarray, int, int]:
+        """Frame ``f`` of scene ``scene`` -> (S, S, 3) uint8 resized and cropped, height and width as stored."""
+        row = self._rows.get((scene, f))
+        if row is not None:
+            h, w = self._stored_hw[row]
+            return self._pixels[row], int(h), int(w)
+        rec = self.scenes[scene]
+        img = self._read(rec, rec.image_paths[f], read_rgb)  # (H, W, 3) uint8
+        return resize_crop(img, self.size), *img.shape[:2]
+
     # ---------------------------------------------------------------- sampling
     def set_epoch(self, epoch: int) -> None:
         """Pin training view sampling to a pure function of (seed, epoch, index): identical in any worker and after a
@@ -343,9 +377,8 @@ class LVSMDataset(Dataset):
         rec, views = self._views(index)
         images, intr = [], []
         for f in views:
-            img = self._read(rec, rec.image_paths[f], read_rgb)  # (H, W, 3) uint8
-            h, w = img.shape[:2]
-            images.append(to_chw(resize_crop(img, self.size)))
+            img, h, w = self._frame(self.items[index][0], f)
+            images.append(to_chw(img))
             intr.append(adjust_intrinsics(torch.from_numpy(rec.fxfycxcy[f]), h, w, self.size))
         item = {
             "images": torch.stack(images),  # (V, 3, S, S) in [0, 1]
@@ -364,4 +397,5 @@ class LVSMDataset(Dataset):
     def summary(self) -> str:
         frames = sum(len(self.scenes[i].image_paths) for i, _ in self.items)
         return (f"{type(self).__name__}({self.split_dir}, mode={self.mode}): {len(self.items)} items, {frames} frames"
+                f"{f', {len(self._rows)} preloaded' if self._rows else ''}"
                 f"{f', {self.skipped} skipped' if self.skipped else ''}")
