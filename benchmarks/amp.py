@@ -1,6 +1,7 @@
 """Training-step time of the tiny recipe's stage-1 phases in fp32 and in bf16 autocast (a benchmark, not a test).
 
-    .venv/bin/python benchmarks/amp.py [--device cpu|cuda] [--repeats N] [--threads N] [--quick] [--md FILE]
+    .venv/bin/python benchmarks/amp.py [--device cpu|cuda] [--repeats N] [--threads N] [--quick] [--compile]
+                                       [--md FILE]
     (or: wildrayzer bench amp ...)
 
 One JSON line per phase and precision, then a table. Phases (the tiny config, 64², 2 context + 6 targets, as
@@ -8,7 +9,9 @@ One JSON line per phase and precision, then a table. Phases (the tiny config, 64
 ``camera`` (own-view camera estimator with the shift cue, batch 8, tokenizer / scene / renderer frozen) and ``joint``
 (the same model, batch 8, everything trains). Precisions: ``fp32``; ``bf16`` = ``training.amp=bf16`` as the package
 runs it (autocast; attention in fp32 on a CPU, :func:`wildrayzer.nn.sdpa`); ``bf16-attn`` = the same with attention
-left to PyTorch's bf16 kernel (what the package did before v2.5, for the record). A step = forward, loss, backward,
+left to PyTorch's bf16 kernel (what the package did before v2.5, for the record); with ``--compile`` also
+``bf16+compile`` = ``training.amp=bf16 training.compile=true`` (torch.compile; its compilation, a minute or more a
+phase on a small CPU, falls in the untimed warm-up step). A step = forward, loss, backward,
 grad clipping and AdamW step on random images and cameras (the data loader is not timed); time = median of the
 repeats after one warm-up step. bf16 pays on CPUs with bf16 matmul units (``amx_bf16`` / ``avx512_bf16`` in
 ``/proc/cpuinfo``, reported as ``cpu_bf16``); elsewhere it can be slower than fp32.
@@ -37,6 +40,7 @@ PHASES = {"posed": (["model.cameras=given"], 32, ()),
           "camera": (OWN_VIEW, 8, ("tokenizer", "scene", "renderer")),
           "joint": (OWN_VIEW, 8, ())}
 PRECISIONS = ("fp32", "bf16", "bf16-attn")
+COMPILED = "bf16+compile"
 
 
 def cpu_bf16_flags() -> list[str]:
@@ -47,14 +51,14 @@ def cpu_bf16_flags() -> list[str]:
     return sorted(set(flags.split()) & {"amx_bf16", "avx512_bf16"})
 
 
-def make_step(phase: str, device: torch.device, batch: int | None):
+def make_step(phase: str, device: torch.device, batch: int | None, compile: bool = False):
     """-> (step(amp: bool), batch) for one phase of the recipe (:data:`PHASES`)."""
     from wildrayzer.config import load_config
 
     overrides, default_batch, frozen = PHASES[phase]
     cfg = load_config(TINY_CFG, ["training.perceptual_weight=0", *overrides])
     b = batch or default_batch
-    train, _ = stage1_train_step(cfg, device, b, frozen)
+    train, _ = stage1_train_step(cfg, device, b, frozen, compile=compile)
 
     def step(amp: bool) -> None:
         train(partial(torch.autocast, device.type, dtype=torch.bfloat16) if amp else nullcontext)
@@ -65,7 +69,7 @@ def make_step(phase: str, device: torch.device, batch: int | None):
 def measure(phase: str, precision: str, device: torch.device, repeats: int, batch: int | None) -> dict:
     import wildrayzer.nn as wnn
 
-    step, b = make_step(phase, device, batch)
+    step, b = make_step(phase, device, batch, compile=precision == COMPILED)
     keep = wnn.sdpa
     if precision == "bf16-attn":
         wnn.sdpa = F.scaled_dot_product_attention  # the kernel in the autocast dtype, as before v2.5
@@ -79,16 +83,21 @@ def measure(phase: str, precision: str, device: torch.device, repeats: int, batc
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| phase | batch | fp32 step (s) | bf16 step (s) | bf16 speed-up | bf16, bf16 attention (s) |",
-             "|---|---|---|---|---|---|"]
+    compiled = any(r["precision"] == COMPILED for r in rows)
+    extra = " bf16 + compile (s) | its speed-up |" if compiled else ""
+    lines = ["| phase | batch | fp32 step (s) | bf16 step (s) | bf16 speed-up | bf16, bf16 attention (s) |" + extra,
+             "|---|---|---|---|---|---|" + "---|---|" * compiled]
     for phase in PHASES:
         by = {r["precision"]: r for r in rows if r["phase"] == phase}
         if "fp32" not in by:
             continue
-        f, b, a = by["fp32"], by.get("bf16"), by.get("bf16-attn")
-        lines.append(f"| {phase} | {f['batch']} | {f['step_s']:.3f} | {b['step_s']:.3f} | "
-                     f"{f['step_s'] / b['step_s']:.2f}x | {a['step_s']:.3f} |" if b and a else
-                     f"| {phase} | {f['batch']} | {f['step_s']:.3f} | – | – | – |")
+        f, b, a, c = by["fp32"], by.get("bf16"), by.get("bf16-attn"), by.get(COMPILED)
+        line = (f"| {phase} | {f['batch']} | {f['step_s']:.3f} | {b['step_s']:.3f} | "
+                f"{f['step_s'] / b['step_s']:.2f}x | {a['step_s']:.3f} |" if b and a else
+                f"| {phase} | {f['batch']} | {f['step_s']:.3f} | – | – | – |")
+        if compiled:
+            line += f" {c['step_s']:.3f} | {f['step_s'] / c['step_s']:.2f}x |" if c else " – | – |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -98,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="timed steps per phase and precision (median reported)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     p.add_argument("--quick", action="store_true", help="batch 2 and 2 repeats: a smoke run, not a measurement")
+    p.add_argument("--compile", action="store_true", help=f"also time {COMPILED} (training.compile=true)")
     p.add_argument("--md", default=None, help="also write the table (markdown) to this file")
     args = p.parse_args(argv)
     if args.repeats < 1:
@@ -112,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats, batch = (2, 2) if args.quick else (args.repeats, None)
     rows = []
     for phase in PHASES:
-        for precision in PRECISIONS:
+        for precision in PRECISIONS + ((COMPILED,) if args.compile else ()):
             row = {**measure(phase, precision, device, repeats, batch), "machine": machine}
             print(json.dumps(row), flush=True)
             rows.append(row)

@@ -75,12 +75,13 @@ def time_fn(fn: Callable[[], object], device: torch.device, repeats: int, warmup
     return {"best_s": min(runs), "median_s": statistics.median(runs), "runs_s": [round(r, 4) for r in runs]}
 
 
-def stage1_train_step(cfg, device: torch.device, batch: int, freeze: Sequence[str] = ()) \
+def stage1_train_step(cfg, device: torch.device, batch: int, freeze: Sequence[str] = (), compile: bool = False) \
         -> tuple[Callable[[Callable[[], AbstractContextManager]], None], list]:
     """One stage-1 training step as the loop takes it, on random images and cameras (a sideways walk; read only by a
     posed model): forward and loss inside ``ctx()`` (e.g. autocast), backward, grad clipping
     (``training.grad_clip``, none at 0), AdamW step. The model is built with seed 0, trains its stage-1 parts minus
-    ``freeze`` -> (step(ctx=nullcontext), its trainable parameters)."""
+    ``freeze``, and with ``compile`` runs under ``torch.compile`` as ``training.compile`` has it (the first step
+    compiles) -> (step(ctx=nullcontext), its trainable parameters)."""
     from wildrayzer.model import WildRayZerModel
     from wildrayzer.train.optim import build_optimizer
     from wildrayzer.train.stage1 import Stage1Pretrain
@@ -100,10 +101,11 @@ def stage1_train_step(cfg, device: torch.device, batch: int, freeze: Sequence[st
             "fxfycxcy": torch.tensor([m.image_size, m.image_size, m.image_size / 2, m.image_size / 2],
                                      device=device).repeat(batch, v, 1)}
     clip = cfg.training.grad_clip if cfg.training.grad_clip > 0 else 1e9
+    fwd = torch.compile(model) if compile else model
 
     def step(ctx: Callable[[], AbstractContextManager] = nullcontext) -> None:
         with ctx():
-            loss, _ = stage.compute_losses(data, stage.forward(model, data, cfg), cfg)
+            loss, _ = stage.compute_losses(data, stage.forward(fwd, data, cfg), cfg)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()

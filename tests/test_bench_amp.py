@@ -44,3 +44,25 @@ def test_amp_bench_rejects_bad_repeats(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     assert cli_main(["bench", "amp", "--repeats", "0"]) == 2
     assert "--repeats must be >= 1" in capsys.readouterr().err
+
+
+def test_amp_bench_compile_rows_run_the_model_under_torch_compile(monkeypatch, capsys):
+    from wildrayzer.cli import main as cli_main
+    from wildrayzer.model import WildRayZerModel
+
+    monkeypatch.chdir(REPO)
+    compiled = []
+
+    def fake_compile(model):  # compiling takes minutes on a small CPU; the wiring is what is checked here
+        compiled.append(model)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    assert cli_main(["bench", "amp", "--quick", "--threads", str(torch.get_num_threads()), "--compile"]) == 0
+    out = capsys.readouterr().out
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [r["precision"] for r in rows] == ["fp32", "bf16", "bf16-attn", "bf16+compile"] * 3
+    assert len(compiled) == 3 and all(isinstance(m, WildRayZerModel) for m in compiled)  # one model per phase
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert table[0].endswith("| bf16 + compile (s) | its speed-up |")
+    assert all(line.count("|") == 9 for line in table)

@@ -246,3 +246,16 @@ def test_preload_refuses_or_skips_a_bad_frame_as_loading_does(tree, tmp_path):
             a, b = pre[i], plain[i]
             assert a["scene"] == b["scene"] and torch.equal(a["images"], b["images"])
     assert pre.skipped == plain.skipped >= 1
+
+
+def test_preload_refuses_a_split_larger_than_the_free_memory(tree, monkeypatch):
+    import wildrayzer.data.lvsm as lvsm
+
+    assert lvsm.available_memory() > 0  # Linux: read from /proc/meminfo
+    need = 36 * 32 * 32 * 3  # 3 training scenes x 12 frames at 32x32
+    cfg = make_cfg(tree / "re10k_processed_v2", "data.preload=true")
+    monkeypatch.setattr(lvsm, "available_memory", lambda: need)
+    with pytest.raises(DataError, match=r"data.preload needs 0.00 GB for the 36 frames .* set data.preload=false"):
+        build_dataset(cfg, "train")
+    monkeypatch.setattr(lvsm, "available_memory", lambda: 2 * need)
+    assert "36 preloaded" in build_dataset(cfg, "train").summary()

@@ -150,6 +150,9 @@ class TrainingConfig:
     # /proc/cpuinfo) trains the tiny posed stage 1 1.5x as fast at the same quality (benchmarks/RESULTS.md
     # v2.5, `wildrayzer bench amp`); without them it can be slower than fp32
     amp: str = "auto"
+    # torch.compile the model (forward and backward; the first step compiles, a minute or more on a small CPU). On
+    # this 2-core CPU with amp=bf16 it takes the tiny posed and joint phases 1.15-1.55x faster, the estimator-only
+    # phase slower (benchmarks/RESULTS.md v2.6, `wildrayzer bench amp --compile`)
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda
 

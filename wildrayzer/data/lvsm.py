@@ -83,6 +83,18 @@ class SceneRecord:
     c2w: np.ndarray  # (F, 4, 4)
 
 
+def available_memory() -> int | None:
+    """Bytes of memory this machine has free (Linux ``MemAvailable``), or None where it cannot tell."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _resolve(rel: str, bases: list[Path]) -> Path | None:
     p = Path(rel)
     if p.is_absolute():
@@ -271,8 +283,12 @@ class LVSMDataset(Dataset):
         data workers share without copying. A frame that fails to read is left out, and fails again (with the same
         message, and the same on_error handling) when a sample needs it."""
         frames = [(i, f) for i in sorted({i for i, _ in self.items}) for f in range(len(self.scenes[i].image_paths))]
-        log.info("%s: preloading %d frames (%.0f MB)", self.split_dir, len(frames),
-                 len(frames) * self.size**2 * 3 / 1e6)
+        need, free = len(frames) * self.size**2 * 3, available_memory()
+        if free is not None and need > 0.8 * free:
+            raise DataError(f"data.preload needs {need / 1e9:.2f} GB for the {len(frames)} frames of {self.split_dir} "
+                            f"at {self.size}x{self.size}, more than 80% of the {free / 1e9:.2f} GB this machine has "
+                            "free; set data.preload=false")
+        log.info("%s: preloading %d frames (%.0f MB)", self.split_dir, len(frames), need / 1e6)
         self._pixels = np.empty((len(frames), self.size, self.size, 3), np.uint8)  # (N, S, S, 3)
         self._stored_hw = np.empty((len(frames), 2), np.int64)  # (N, 2) height, width as stored
         for i, f in frames:
