@@ -280,8 +280,8 @@ class LVSMDataset(Dataset):
 
     def _preload(self) -> None:
         """Decode and resize every frame of the indexed scenes once into one uint8 array: one buffer, which forked
-        data workers share without copying. A frame that fails to read is left out, and fails again (with the same
-        message, and the same on_error handling) when a sample needs it."""
+        data workers share without copying. A frame that fails to read stops it with the loader's message
+        (on_error=raise), or is left out (skip) and fails again, and is skipped as usual, when a sample needs it."""
         frames = [(i, f) for i in sorted({i for i, _ in self.items}) for f in range(len(self.scenes[i].image_paths))]
         need, free = len(frames) * self.size**2 * 3, available_memory()
         if free is not None and need > 0.8 * free:
