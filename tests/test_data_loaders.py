@@ -227,6 +227,17 @@ def test_preload_gives_the_same_items_and_reads_no_image_file(tree, tmp_path):
         plain[0]
 
 
+def test_preload_reads_only_the_views_of_an_evaluation_index(tree):
+    cfg = [tree / "dynamic_re10k", "data.dataset=dynamic", "data.split=test",
+           "data.list_file=dre10k_final_context_2.txt", "data.view_idx_file=dre10k_final_context_2_view_idx.json"]
+    plain = build_dataset(make_cfg(*cfg, tgt=3), "eval")
+    pre = build_dataset(make_cfg(*cfg, "data.preload=true", tgt=3), "eval")
+    assert len(pre) == 2 and "10 preloaded" in pre.summary()  # 2 context + 3 targets a scene, of 12 frames
+    for i in range(2):
+        assert torch.equal(plain[i]["frame_idx"], pre[i]["frame_idx"])
+        assert torch.equal(plain[i]["images"], pre[i]["images"])
+
+
 def test_preload_refuses_or_skips_a_bad_frame_as_loading_does(tree, tmp_path):
     root = tmp_path / "static"
     shutil.copytree(tree / "re10k_processed_v2", root)

@@ -279,10 +279,12 @@ class LVSMDataset(Dataset):
         return ctx, tgt
 
     def _preload(self) -> None:
-        """Decode and resize every frame of the indexed scenes once into one uint8 array: one buffer, which forked
-        data workers share without copying. A frame that fails to read stops it with the loader's message
-        (on_error=raise), or is left out (skip) and fails again, and is skipped as usual, when a sample needs it."""
-        frames = [(i, f) for i in sorted({i for i, _ in self.items}) for f in range(len(self.scenes[i].image_paths))]
+        """Decode and resize every frame a sample can use (all frames of the indexed scenes; an index file's views
+        alone) once into one uint8 array: one buffer, which forked data workers share without copying. A frame that
+        fails to read stops it with the loader's message (on_error=raise), or is left out (skip) and fails again, and
+        is skipped as usual, when a sample needs it."""
+        frames = sorted({(i, f) for i, fixed in self.items
+                         for f in (fixed[0] + fixed[1] if fixed else range(len(self.scenes[i].image_paths)))})
         need, free = len(frames) * self.size**2 * 3, available_memory()
         if free is not None and need > 0.8 * free:
             raise DataError(f"data.preload needs {need / 1e9:.2f} GB for the {len(frames)} frames of {self.split_dir} "
@@ -391,9 +393,10 @@ class LVSMDataset(Dataset):
 
     def _load(self, index: int) -> dict:
         rec, views = self._views(index)
+        scene = self.items[index][0]
         images, intr = [], []
         for f in views:
-            img, h, w = self._frame(self.items[index][0], f)
+            img, h, w = self._frame(scene, f)
             images.append(to_chw(img))
             intr.append(adjust_intrinsics(torch.from_numpy(rec.fxfycxcy[f]), h, w, self.size))
         item = {
