@@ -7,6 +7,7 @@ from torch.utils.data import Dataset
 
 from wildrayzer.cli import main as cli_main
 from wildrayzer.config import load_config
+from wildrayzer.errors import ConfigError
 from wildrayzer.train.loop import TrainingDivergedError, train
 from wildrayzer.weights import latest_checkpoint, load_model_checkpoint, read_weights
 
@@ -169,3 +170,21 @@ def test_a_malformed_ema_entry_is_one_checkpoint_error(tmp_path, entry):
     torch.save(state, state_path)
     with pytest.raises(CheckpointError, match="'ema' entry"):
         train(cfg_for(tmp_path, "r", "training.max_steps=3", "training.ema_decay=0.9"), dataset=RandomViews())
+
+
+def test_compile_on_a_cpu_without_a_cxx_compiler_is_one_config_error_before_anything_is_written(
+        tmp_path, monkeypatch, capsys, repo):
+    """training.compile=true on a CPU (tools/posed_to_selfsup.sh's default since v2.6) needs a C++ compiler for
+    inductor; a machine without one gets a one-line error naming the way out, and no run directory."""
+    monkeypatch.setenv("CXX", "no-such-cxx-compiler")
+    with pytest.raises(ConfigError, match="'no-such-cxx-compiler' is not on PATH.*training.compile=false"):
+        train(cfg_for(tmp_path, "compiled", "training.compile=true", "training.device=cpu", "training.max_steps=1"),
+              dataset=RandomViews())
+    assert not (tmp_path / "compiled").exists()
+    capsys.readouterr()
+    rc = cli_main(["train", "--config", str(repo / "configs/tiny/wildrayzer_stage1_pretrain.yaml"),
+                   f"training.output_dir={tmp_path}", "training.run_name=cli", "training.compile=true",
+                   "training.device=cpu", "training.max_steps=1", "logging.progress=false"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not (tmp_path / "cli").exists()
+    assert len(err.splitlines()) == 1 and "needs a C++ compiler" in err, err

@@ -4,7 +4,10 @@ resume."""
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import subprocess
+import sys
 import time
 import warnings
 from contextlib import nullcontext
@@ -112,6 +115,17 @@ def _apply_training_state(st: dict, weights: Path, optimizer, scheduler, loader,
     return st["step"], st["nonfinite_total"]
 
 
+def _check_compiler(device: torch.device) -> None:
+    """training.compile on a CPU: inductor builds C++ kernels at the first step, and without a compiler that is a long
+    traceback minutes into the run; here it is one ConfigError before the run directory or any data is touched."""
+    if device.type != "cpu":
+        return
+    cxx = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
+    if shutil.which(cxx) is None:
+        raise ConfigError(f"training.compile=true on a CPU needs a C++ compiler, and {cxx!r} is not on PATH: "
+                          "install one (or point CXX at it), or set training.compile=false")
+
+
 def train(cfg, dataset=None, fault_hook=None) -> dict:
     """Train ``cfg.training.stage`` to ``cfg.training.max_steps``.
 
@@ -149,6 +163,8 @@ def _train(cfg, info: DistInfo, dataset, fault_hook) -> dict:
     from ..model import WildRayZerModel
 
     t, device = cfg.training, info.device
+    if t.compile:
+        _check_compiler(device)
     run_dir = run_dir_for(cfg)
     if info.is_main:
         try:
