@@ -134,9 +134,9 @@ def test_api_predict_takes_known_cameras_and_a_posed_checkpoint_requires_them(tm
 
 @pytest.mark.usefixtures("one_thread")
 def test_the_committed_posed_start_renders_static_scenes_better_than_copying_the_nearest_view(tmp_path, repo):
-    """checkpoints/tiny_posed_start, the first phase of tools/posed_to_selfsup.sh committed so that the rest can run
-    from it (benchmarks/RESULTS.md v1.7), loads as a posed model and renders unseen static scenes of the embedded
-    benchmark's kind better than copying the nearest context view (8 scenes: 25.5 vs 23.9 dB)."""
+    """checkpoints/wildrayzer_tiny_2view_parts/posed, the first phase of tools/posed_to_selfsup.sh committed so that
+    the rest can run from it (benchmarks/RESULTS.md v2.6), loads as a posed model and renders unseen static scenes of
+    the embedded benchmark's kind better than copying the nearest context view (8 scenes: 26.6 vs 23.9 dB)."""
     from wildrayzer.commands.schedule import TINY, view_overrides
     from wildrayzer.data import build_dataset
     from wildrayzer.data.synthetic import SynthParams, generate
@@ -145,7 +145,7 @@ def test_the_committed_posed_start_renders_static_scenes_better_than_copying_the
 
     generate(tmp_path, SynthParams(static_train=0, static_test=3, dynamic_train=0, dynamic_test=0, coco_images=0),
              progress=False)
-    pipe = Pipeline.load(repo / "checkpoints/tiny_posed_start", device="cpu")
+    pipe = Pipeline.load(repo / "checkpoints/wildrayzer_tiny_2view_parts/posed", device="cpu")
     assert pipe.posed
     ds = build_dataset(load_config(TINY[1], ["data.split=test", f"data.root={tmp_path / 're10k_processed_v2'}",
                                              *view_overrides(2)]), "eval")

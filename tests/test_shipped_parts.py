@@ -1,8 +1,8 @@
 """checkpoints/wildrayzer_tiny_2view_parts: the stages the shipped tiny model was made from (its posed start, its
 stage 1, its first stage 2), committed so that `wildrayzer bench quality --stage1 ... --stage3
 checkpoints/wildrayzer_tiny_2view` rebuilds README's Results table on a fresh clone (benchmarks/RESULTS.md v2.2,
-v2.4). The files must be what they say: each loads as its stage, and what the later stages froze is bit-identical to
-stage 1."""
+v2.4, v2.6). The files must be what they say: each loads as its stage, and what the later stages froze is
+bit-identical to stage 1."""
 
 from pathlib import Path
 
@@ -49,8 +49,9 @@ def test_what_the_later_stages_froze_is_the_committed_stage_1(later, frozen):
 
 def test_stage_1_started_from_the_committed_posed_part():
     """The joint phase trains every part, so nothing stays equal; but stage 1's renderer is still near its posed start
-    (largest relative change of a renderer matrix 0.11), and further from that start's own 4,500-step predecessor
-    (`checkpoints/tiny_posed_start`: 0.37) or a fresh model, so a wrong file committed as the posed part fails this."""
+    (largest relative change of a renderer matrix 0.11), and far from any other posed model (`checkpoints/
+    tiny_posed_start`: 1.97; v2.4's posed part, trained from another initialisation: 1.79) or a fresh one, so a wrong
+    file committed as the posed part fails this."""
     posed, stage1 = _weights(PARTS / "posed"), _weights(PARTS / "stage1")
     keys = [k for k in posed if k.startswith("renderer.") and posed[k].ndim == 2]
     assert keys and all(k in stage1 for k in keys)
@@ -60,14 +61,14 @@ def test_stage_1_started_from_the_committed_posed_part():
 
 def test_readme_results_table_is_the_committed_quality_json():
     """README's Results table is what `bench quality` printed for the shipped model and its parts
-    (benchmarks/quality_tiny_2view_v24.json), so that neither drifts from the other."""
+    (benchmarks/quality_tiny_2view_v26.json), so that neither drifts from the other."""
     import json
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("\n## Results"):readme.index("Headlines:", readme.index("\n## Results"))]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
             if line.startswith("| ") and not line.startswith("| model ")]
-    data = json.loads((REPO / "benchmarks/quality_tiny_2view_v24.json").read_text(encoding="utf-8"))
+    data = json.loads((REPO / "benchmarks/quality_tiny_2view_v26.json").read_text(encoding="utf-8"))
     assert data["models"]["2"]["stage3"] == "checkpoints/wildrayzer_tiny_2view"
     metrics = {(r["model"], r["split"]): r["metrics"] for r in data["rows"]}
     assert len(rows) == len(metrics) == 14

@@ -1,50 +1,49 @@
 #!/usr/bin/env bash
-# The shipped tiny model's recipe since v2.2 (benchmarks/RESULTS.md v1.4-v2.2): a posed stage 1, then a camera
-# estimator whose tokens read their own view and the shift cue learns the cameras from the rendering loss alone, then
-# stages 2-3.
+# The shipped tiny model's recipe (benchmarks/RESULTS.md v1.4-v2.2; v2.6: its defaults): a posed stage 1, then a
+# camera estimator whose tokens read their own view and the shift cue learns the cameras from the rendering loss
+# alone, then stages 2-3.
 #   0. unless POSED names one: a posed stage 1 (model.cameras=given: the dataset's cameras, normalised), d=128, batch
-#      32: (a) unless POSED_START names one, S_POSED steps at lr 1e-3 (tools/gpu_stage1_sweep.sh's posed_b32; 4,500
-#      steps took minutes of an H200, 65 min on a 2-core CPU: checkpoints/tiny_posed_start); (b) with S_POSED_B > 0
-#      (default 2,000, as shipped since v2.2), that many more steps from it at lr 5e-4, warmup 100 (a fresh schedule;
-#      48 min on the CPU; committed as checkpoints/wildrayzer_tiny_2view_parts/posed). DEVICE=cuda, or pass
-#      POSED_START / POSED;
+#      32: (a) unless POSED_START names one, S_POSED steps at lr 1e-3, warmup 300 (default 12,000 as shipped since
+#      v2.6: 110 min on the 2-core CPU; committed as checkpoints/wildrayzer_tiny_2view_parts/posed); (b) with
+#      S_POSED_B > 0 (v2.2-v2.4: S_POSED=4500 S_POSED_B=2000), that many more steps from it at lr 5e-4, warmup 100
+#      (a fresh schedule). DEVICE=cuda, or pass POSED_START / POSED;
 #   1. its tokenizer, scene encoder and renderer + a fresh own-view camera estimator with the shift cue
 #      (model.camera_shift_cue=true; SHIFT_CUE=0: without, the v1.5 recipe) (training.init_from of a posed checkpoint
 #      into a model that predicts its cameras);
 #   2. the estimator alone against the frozen rest, targets shuffled, rendering loss only: S_CAM steps (batch 8, lr
-#      1e-3); with S_CAM_B > 0 (v1.5: S_CAM_B=3000 SHIFT_CUE=0 S_POSED_B=0) a second run of that many steps from the
-#      first's weights with a fresh optimiser and schedule;
+#      1e-3); with S_CAM_B > 0 (v1.5: S_CAM_B=3000 SHIFT_CUE=0 S_POSED=4500 S_POSED_B=0) a second run of that many
+#      steps from the first's weights with a fresh optimiser and schedule;
 #   3. every part jointly, rendering loss only, S_JOINT steps at lr 3e-4. No dataset camera is used after step 0.
 #      Phases 1-3 roll back when the training loss jumps (training.rollback_db=ROLLBACK_DB, 3 dB; 0 = off): seed 1
 #      collapsed in phase 2 without it (benchmarks/RESULTS.md v1.7, v1.9);
 #   4. with EXPORT_DIR: stages 2-3 in two labelling rounds as shipped since v1.1 (`wildrayzer schedule --stage1-from`,
 #      S2 / S3 steps on data/synthetic_192), exported to EXPORT_DIR.
-# On the 2-core CPU: phase 0a 65 min, 0b 48, 2 20, 3 14, 4 22 (2 h 50 min; 1 h 45 min from POSED_START).
+# On the 2-core CPU (v2.6, the defaults): phase 0 110 min, 2 21, 3 9, 4 26 (2 h 46 min; 56 min from POSED).
 #
 #   DEVICE=cuda bash tools/posed_to_selfsup.sh [OUT_DIR [EXPORT_DIR]]     # e.g. OUT_DIR checkpoints/wildrayzer_tiny_2view
-#   POSED_START=checkpoints/tiny_posed_start bash tools/posed_to_selfsup.sh OUT EXPORT   # phase 0a as committed
 #   POSED=checkpoints/wildrayzer_tiny_2view_parts/posed bash tools/posed_to_selfsup.sh OUT EXPORT   # phase 0 as committed
-#   S_POSED=4500 S_POSED_B=2000 S_CAM=3000 S_CAM_B=0 SHIFT_CUE=1 S_JOINT=1500 S2=300 S3=600
-#   DATA=data/synthetic_1536/re10k_processed_v2 THREADS=2 SEED=42 ROLLBACK_DB=3 AMP=auto
+#   S_POSED=12000 S_POSED_B=0 S_CAM=3000 S_CAM_B=0 SHIFT_CUE=1 S_JOINT=1500 S2=300 S3=600
+#   DATA=data/synthetic_1536/re10k_processed_v2 THREADS=2 SEED=42 ROLLBACK_DB=3 AMP=bf16 COMPILE=1 PRELOAD=1
+#   CKPT_EVERY=250
 #   (defaults; SEED is training.seed of every phase: the fresh estimator's initialisation and the data order;
-#   AMP is training.amp of every phase: auto = bf16 on CUDA, fp32 on a CPU; AMP=bf16 on a CPU with bf16 matmul
-#   units (amx_bf16 in /proc/cpuinfo) makes the posed phases 1.5x faster: `wildrayzer bench amp`, RESULTS v2.5;
-#   the shipped model was trained in fp32)
-#   COMPILE=0 PRELOAD=0 (defaults; 1 = on): COMPILE=1 runs the posed and joint phases under torch.compile
-#   (training.compile=true; about a minute to compile at each start; the estimator phase is slower compiled);
-#   PRELOAD=1 decodes the training frames once into memory for every stage-1 phase (data.preload=true
-#   data.num_workers=0). On this 2-core CPU with AMP=bf16 both together take the posed phase from 1.34 to about
-#   2.1 steps/s and the joint one from 2.5 to 3.9 (RESULTS v2.6).
+#   AMP is training.amp of every phase: bf16 makes the posed phase 1.5x faster on a CPU with bf16 matmul units
+#   (amx_bf16 in /proc/cpuinfo; `wildrayzer bench amp`, RESULTS v2.5) and is CUDA's own choice; on a CPU without
+#   them AMP=auto (fp32 there, as v2.4 and earlier were made) can be the faster one.
+#   COMPILE=1 runs the posed and joint phases under torch.compile (training.compile=true; about a minute to compile
+#   at each start, and a C++ compiler on a CPU; the estimator phase is slower compiled, so it stays eager); PRELOAD=1
+#   decodes the training frames once into memory for every stage-1 phase (data.preload=true data.num_workers=0;
+#   453 MB for the 1,536 scenes). On this 2-core CPU with AMP=bf16 both together take the posed phase from 1.34 to
+#   about 2.1 steps/s and the joint one from 2.5 to 3.9 (RESULTS v2.6); COMPILE=0 PRELOAD=0 turn them off.)
 # Resumable: a finished phase is skipped, an interrupted one continues from its last checkpoint (every CKPT_EVERY
-# steps, default 500, of the stage-1 phases).
+# steps of the stage-1 phases).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${1:-experiments/posed_to_selfsup}
 EXPORT=${2:-}
 DEVICE=${DEVICE:-cpu}
-S_POSED=${S_POSED:-4500}
-S_POSED_B=${S_POSED_B:-2000}
+S_POSED=${S_POSED:-12000}
+S_POSED_B=${S_POSED_B:-0}
 S_CAM=${S_CAM:-3000}
 S_CAM_B=${S_CAM_B:-0}
 SHIFT_CUE=${SHIFT_CUE:-1}
@@ -54,10 +53,10 @@ S3=${S3:-600}
 DATA=${DATA:-data/synthetic_1536/re10k_processed_v2}
 SEED=${SEED:-42}
 ROLLBACK_DB=${ROLLBACK_DB:-3}
-AMP=${AMP:-auto}
-COMPILE=${COMPILE:-0}
-CKPT_EVERY=${CKPT_EVERY:-500}
-PRELOAD=${PRELOAD:-0}
+AMP=${AMP:-bf16}
+COMPILE=${COMPILE:-1}
+CKPT_EVERY=${CKPT_EVERY:-250}
+PRELOAD=${PRELOAD:-1}
 export OMP_NUM_THREADS=${THREADS:-2}
 mkdir -p "$OUT"
 COMMON=(training.device="$DEVICE" training.seed="$SEED" training.amp="$AMP" logging.progress=false
