@@ -49,9 +49,9 @@ def test_what_the_later_stages_froze_is_the_committed_stage_1(later, frozen):
 
 def test_stage_1_started_from_the_committed_posed_part():
     """The joint phase trains every part, so nothing stays equal; but stage 1's renderer is still near its posed start
-    (largest relative change of a renderer matrix 0.11), and far from any other posed model (`checkpoints/
-    tiny_posed_start`: 1.97; v2.4's posed part, trained from another initialisation: 1.79) or a fresh one, so a wrong
-    file committed as the posed part fails this."""
+    (largest relative change of a renderer matrix 0.11), and far from any other posed model (v2.4's posed part,
+    trained from another initialisation: 1.79; v1.6's 4,500-step posed start, removed in v2.6: 1.97) or a fresh one,
+    so a wrong file committed as the posed part fails this."""
     posed, stage1 = _weights(PARTS / "posed"), _weights(PARTS / "stage1")
     keys = [k for k in posed if k.startswith("renderer.") and posed[k].ndim == 2]
     assert keys and all(k in stage1 for k in keys)
