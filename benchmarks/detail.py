@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import fmt, machine, models_and_overrides, models_parser, write_results  # noqa: E402
+from quality import check_model_overrides, fmt, machine, models_and_overrides, models_parser, write_results  # noqa: E402
 
 COLUMNS = [("target", "novel views"), ("context", "context re-rendered"), ("target_coarse", "novel views, per token"),
            ("patch_means", "oracle: token mean colours"), ("half_patch_means", "oracle: half-token means"),
@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     dataset = build_dataset(load_config(TINY[1], ["data.split=test", *overrides]), "eval")
     rows = []
     for m in models:
-        summary = detail_scores(Pipeline.load(m, device="cpu"), dataset, args.max_scenes)
+        pipe = Pipeline.load(m, device="cpu")
+        check_model_overrides(pipe, m, overrides)
+        summary = detail_scores(pipe, dataset, args.max_scenes)
         row = {"model": m, "scenes": summary["num_scenes"], "psnr": summary["mean"]}
         rows.append(row)
         print(json.dumps(row), flush=True)

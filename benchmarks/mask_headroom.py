@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import fmt, machine, models_and_overrides, models_parser, write_results  # noqa: E402
+from quality import check_model_overrides, fmt, machine, models_and_overrides, models_parser, write_results  # noqa: E402
 
 LABELS = {"as_given": "as given", "own_masks": "own masks", "gt_masks": "GT masks",
           "transient_free": "transient-free context"}
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, mix = [], list(dict.fromkeys(mix_condition(a) for a in args.mix))
     for m in models:
         pipe = Pipeline.load(m, device="cpu")
+        check_model_overrides(pipe, m, overrides)
         # mixing needs the model's own masks: a model without a motion estimator (stage 1) gets n/a there
         own = tuple(args.mix) if pipe.model.motion is not None else ()
         summary = masking_headroom(pipe, dataset, args.max_scenes, mix=own)

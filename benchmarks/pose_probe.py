@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import fmt, machine, models_and_overrides, models_parser, write_results  # noqa: E402
+from quality import check_model_overrides, fmt, machine, models_and_overrides, models_parser, write_results  # noqa: E402
 
 COLUMNS = [("rotation_error_deg", "rot err (deg)", 2), ("identity_rotation_error_deg", "identity (deg)", 2),
            ("yaw_corr", "yaw corr", 2), ("yaw_sign_agreement", "yaw sign agrees", 2),
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for m in models:
         pipe = Pipeline.load(m, device="cpu")
+        check_model_overrides(pipe, m, overrides)
         row = {"model": m, **pose_probe(pipe, dataset, args.max_scenes, turn_deg=args.turn, step=args.step,
                                         sensitivity=not args.no_sensitivity)}
         rows.append(row)

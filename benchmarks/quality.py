@@ -62,6 +62,26 @@ def models_and_overrides(p: argparse.ArgumentParser, argv: list[str] | None) -> 
     return args, [m for m in args.models if "=" not in m], [m for m in args.models if "=" in m]
 
 
+def check_model_overrides(pipe, model: str, overrides: list[str]) -> None:
+    """A benchmark over saved models applies its overrides to the evaluated data; a ``model.*`` override that differs
+    from the loaded model's own value would be silently ignored: refuse it (UserError, one line)."""
+    from omegaconf import Container, OmegaConf
+
+    from wildrayzer.errors import UserError
+
+    def plain(v):
+        return OmegaConf.to_container(v) if isinstance(v, Container) else v
+
+    for item in overrides:
+        key = item.partition("=")[0]
+        if not key.startswith("model."):
+            continue
+        own = plain(OmegaConf.select(pipe.config, key, default=None))
+        if own is not None and plain(OmegaConf.select(OmegaConf.from_dotlist([item]), key)) != own:
+            raise UserError(f"{item}: {model} has {key}={own}; a benchmark evaluates each model as saved (its "
+                            "overrides only choose the data), so this override would be ignored")
+
+
 def fmt(v, digits: int) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 

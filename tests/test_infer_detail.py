@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny_run import REPO, bench_on_static_test, posed_static_test
+from tiny_run import MODEL, REPO, bench_on_static_test, posed_static_test, run_cli, tiny_pretrained
 
 from wildrayzer.errors import UserError
 from wildrayzer.infer.detail import KEYS, block_means, detail_scores, scene_detail_scores
@@ -61,3 +61,16 @@ def test_bench_detail_writes_its_table(posed, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     md, _ = bench_on_static_test("detail", posed[2], tmp_path)
     assert md.startswith("| model | scenes | novel views (dB) | context re-rendered (dB) |")
+
+
+@pytest.mark.parametrize("bench", ["detail", "poses"])
+def test_a_model_override_the_saved_model_does_not_have_is_refused(posed, tmp_path, monkeypatch, bench):
+    """These benchmarks evaluate each model as saved; an override of a model setting (here the latents) would be
+    silently ignored: one line and exit code 2 before any scene is evaluated (`bench headroom`: its own test)."""
+    monkeypatch.chdir(REPO)
+    ckpt = tiny_pretrained(tmp_path / "model")
+    data = f"data.root={posed[2] / 're10k_processed_v2'}"
+    rc, _, err = run_cli(["bench", bench, str(ckpt), "--out", str(tmp_path / "out"), *MODEL, data,
+                          "model.num_latents=8"])
+    assert rc == 2 and "model.num_latents=8" in err and "has model.num_latents=16" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

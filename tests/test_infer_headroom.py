@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_run import INFER_CFG, MODEL, NO_MOTION, small_synth
+from tiny_run import INFER_CFG, MODEL, NO_MOTION, REPO, run_cli, small_synth, tiny_pretrained
 
 from wildrayzer.config import load_config
 from wildrayzer.data import build_dataset
@@ -115,3 +115,14 @@ def test_pipeline_run_uses_the_semantic_features_it_is_given(data_root):
         assert torch.equal(plain[key], shared[key])
     other = pipe.run(images, semantic_feats=torch.zeros_like(sem))
     assert not torch.equal(other["motion_probs"], plain["motion_probs"])
+
+
+def test_bench_headroom_refuses_a_model_override_the_saved_model_does_not_have(data_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    ckpt = tiny_pretrained(tmp_path / "model")
+    args = ["bench", "headroom", str(ckpt), "--out", str(tmp_path / "out"), *MODEL,
+            f"data.root={data_root / 'dynamic_re10k'}"]
+    rc, _, err = run_cli([*args, "model.num_latents=8"])
+    assert rc == 2 and "has model.num_latents=16" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    assert run_cli([*args, "model.num_latents=16", "--max-scenes", "1"])[0] == 0  # the saved value is fine
