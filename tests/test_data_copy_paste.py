@@ -125,3 +125,30 @@ def test_missing_or_foreign_files_raise(coco, tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
     with pytest.raises(DataError, match="no non-crowd instance"):
         make(tmp_path, ann="a.json", images=".")
+
+
+def test_glide_moves_each_object_along_a_straight_path_through_the_views(coco):
+    cp = make(coco, "copy_paste.max_objects=1", "copy_paste.min_scale=0.3", "copy_paste.max_scale=0.3")
+    images = torch.full((5, 3, 64, 64), 0.5)
+    times = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    moved = 0
+    for seed in range(30):
+        _, mask = cp(images, rng=seed, force=True, times=times)
+        area = mask.sum(dim=(1, 2, 3))
+        if (area == 0).any():
+            continue
+        ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+        centre = torch.stack([(mask[:, 0] * xs).sum((1, 2)) / area, (mask[:, 0] * ys).sum((1, 2)) / area], 1)
+        if (area < area.max() * 0.9).any():  # clipped at the border: the centroid leaves the line
+            continue
+        step = centre[1:] - centre[:-1]  # equal times apart: equal steps on the line
+        assert torch.allclose(step, step[0].expand_as(step), atol=1.5), (seed, centre)
+        moved += int(step[0].norm() > 2)
+    assert moved >= 3, "objects glide, they do not stand still"
+    # a view's place on the path is its time, not its index: the same times in another order, the same pastes
+    order = torch.tensor([3, 0, 4, 1, 2])
+    a, ma = cp(images, rng=7, force=True, times=times)
+    b, mb = cp(images, rng=7, force=True, times=times[order])
+    assert torch.equal(mb, ma[order]) and torch.equal(b, a[order])
+    with pytest.raises(ValueError, match="times"):
+        cp(images, rng=0, force=True, times=times[:3])

@@ -224,3 +224,29 @@ def test_pose_head_reads_canonical_then_view_token_and_view_0_stays_identity():
     assert torch.equal(c2w[:, 0], torch.eye(4).expand(2, 4, 4))  # view 0 is the identity, whatever the head says
     assert not torch.allclose(c2w[:, 1], torch.eye(4).expand(2, 4, 4), atol=1e-3)
     torch.testing.assert_close(c2w[:, 1], c2w[:, 4])  # same canonical token -> same pose for every other view
+
+
+def test_camera_images_feed_the_camera_estimator_and_nothing_else():
+    torch.manual_seed(0)
+    model = WildRayZerModel(tiny_cfg().model).eval()
+    x, other = images(), images(seed=1)
+    with torch.no_grad():
+        for p in model.camera.parameters():  # off the identity init, so that cameras depend on the views
+            p.add_(0.05 * torch.randn_like(p))
+        plain = model(x, 2)
+        same = model(x, 2, camera_images=x)
+        mixed = model(x, 2, camera_images=other)
+        swapped = model(other, 2)
+    assert torch.equal(plain["renders"], same["renders"])
+    # the cameras are those the estimator reads off camera_images ...
+    assert torch.allclose(mixed["cameras"]["c2w"], swapped["cameras"]["c2w"], atol=1e-6)
+    assert not torch.allclose(mixed["cameras"]["c2w"], plain["cameras"]["c2w"], atol=1e-4)
+    # ... and the rest is made of images: x's views placed at those cameras
+    model._cameras = lambda tokens, given, views: swapped["cameras"]
+    with torch.no_grad():
+        placed = model(x, 2)
+    for key in ("scene_tokens", "renders"):
+        assert torch.allclose(mixed[key], placed[key], atol=1e-6), key
+    assert (mixed["scene_tokens"] - swapped["scene_tokens"]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="camera_images"):
+        model(x, 2, camera_images=x[:, :3])

@@ -180,3 +180,27 @@ def test_stages_2_and_3_train_with_static_scenes_mixed_in(root, tmp_path, monkey
         train(stage_cfg(root, tmp_path, stage, mix))
         assert len(seen) == 4 and sorted(seen) == [False, False, True, True], (stage, seen)
         assert latest_checkpoint(tmp_path / f"s{stage}") is not None
+
+
+def test_stage1_camera_paste_pastes_into_the_camera_views_only(root, tmp_path, monkeypatch):
+    seen = []
+    forward = WildRayZerModel.forward
+
+    def spy(self, images, num_context, **kw):
+        seen.append((images.detach().clone(), kw.get("camera_images")))
+        return forward(self, images, num_context, **kw)
+
+    monkeypatch.setattr(WildRayZerModel, "forward", spy)
+    train(stage_cfg(root, tmp_path, 1, ["training.camera_paste=true", "copy_paste.probability=1.0"]))
+    assert len(seen) == 2
+    for images, camera_images in seen:
+        assert camera_images is not None and camera_images.shape == images.shape
+        changed = (camera_images != images).any(dim=2)  # (B, V, H, W): pixels under a pasted cut-out
+        assert changed.flatten(2).any(dim=2).all(), "every view of every sample gets a cut-out"
+        assert changed.float().mean() < 0.9  # cut-outs, not whole new images
+
+
+@pytest.mark.parametrize("extra, why", [(["training.stage=2"], "stage"), (["model.cameras=given"], "given")])
+def test_camera_paste_needs_a_stage1_model_that_predicts_cameras(root, tmp_path, extra, why):
+    with pytest.raises(ConfigError, match=f"camera_paste.*{why}"):
+        stage_cfg(root, tmp_path, 1, ["training.camera_paste=true", *extra])

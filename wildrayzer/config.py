@@ -131,6 +131,11 @@ class TrainingConfig:
     perceptual_weight: float = 0.2
     perceptual_weights_path: str = ""  # torchvision-format VGG-19 state dict; "" disables the perceptual term
     mask_distill_loss_weight: float = 1.0
+    # Stage 1 (a model that predicts its cameras): paste copy_paste cut-outs into the views the camera estimator reads,
+    # not the scene encoder's or the targets (wildrayzer/train/stage1.py), to teach its cameras to ignore objects that
+    # move between views. On the tiny model it learns to ignore the cut-outs but not the benchmark's transients, which
+    # cost its cameras 3-4 deg (benchmarks/RESULTS.md v2.7)
+    camera_paste: bool = False
     freeze_parts: list[str] = field(default_factory=list)  # parts held frozen on top of the stage's choice
     mask_pos_weight: float = 1.0  # BCE weight of moving pixels (class balance; transients cover ~5-15 % of an image)
     psnr_filter_threshold: float = 17.0
@@ -167,6 +172,9 @@ class CopyPasteConfig:
     min_scale: float = 0.15  # pasted object height as a fraction of the image height
     max_scale: float = 0.5
     min_area: int = 400  # ignore COCO instances smaller than this (pixels)
+    # jump: each view gets the instances at independent random places (the release's); glide: each instance moves
+    # along a straight path through the sample's frames, place and scale interpolated by the view's frame number
+    motion: str = "jump"
 
 
 @dataclass

@@ -93,6 +93,12 @@ def validate(cfg: DictConfig) -> None:
                               f"{m.patch_size})")
     if cfg.training.stage not in (1, 2, 3):
         raise ConfigError(f"training.stage must be 1, 2 or 3; got {cfg.training.stage}")
+    if cfg.copy_paste.motion not in ("jump", "glide"):
+        raise ConfigError(f"copy_paste.motion must be jump or glide; got {cfg.copy_paste.motion!r}")
+    if cfg.training.camera_paste and (cfg.training.stage != 1 or m.cameras == "given"):
+        why = (f"training.stage={cfg.training.stage} (stages 2-3 paste with copy_paste.enabled)"
+               if cfg.training.stage != 1 else "model.cameras=given (no camera estimator to train)")
+        raise ConfigError(f"training.camera_paste=true needs a stage-1 model that predicts its cameras; got {why}")
     for part in cfg.training.freeze_parts:
         if part not in MODEL_PARTS:
             close = difflib.get_close_matches(part, MODEL_PARTS, n=1, cutoff=0.5)

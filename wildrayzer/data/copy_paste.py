@@ -106,28 +106,46 @@ class CopyPaste:
         return pasted
 
     def __call__(self, images: Tensor, rng: np.random.Generator | int | None = None,
-                 force: bool = False) -> tuple[Tensor, Tensor]:
+                 force: bool = False, times: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """images: (..., 3, H, W) in [0, 1] (e.g. the context views of one sample, (Vc, 3, H, W)).
 
         With probability ``copy_paste.probability`` (always when ``force``) choose 1..max_objects instances and paste
-        them onto every image at independent random positions/scales/flips. -> (new images, paste mask
-        (..., 1, H, W) float32 in {0, 1}); the input is not modified."""
+        them onto every image: at independent random positions/scales/flips, or, with ``times`` (one per image, in
+        [0, 1]: where the image lies in the sample's frame span), each instance glides along a straight path,
+        position and scale interpolated between two random draws by the image's time (``copy_paste.motion=glide``:
+        an object moving through the views, as a walking person does). -> (new images, paste mask (..., 1, H, W)
+        float32 in {0, 1}); the input is not modified."""
         if isinstance(rng, int) or rng is None:
             rng = self.rng if rng is None else np.random.default_rng(rng)
         lead, (H, W) = images.shape[:-3], images.shape[-2:]
         flat = images.reshape(-1, 3, H, W).clone()
         mask = torch.zeros(flat.shape[0], 1, H, W, dtype=torch.float32)
+        if times is not None and times.numel() != flat.shape[0]:
+            raise ValueError(f"copy-paste: {times.numel()} times for {flat.shape[0]} images")
         if not force and rng.random() >= self.cfg.probability:
             return flat.reshape(images.shape), mask.reshape(*lead, 1, H, W)
         count = int(rng.integers(1, max(1, self.cfg.max_objects) + 1))
         chosen = [int(self.ann_ids[k]) for k in rng.choice(len(self.ann_ids), size=count)]
+        paths = [(self._placement(ann_id, rng, H, W), self._placement(ann_id, rng, H, W), bool(rng.random() < 0.5))
+                 for ann_id in chosen] if times is not None else None
         for v in range(flat.shape[0]):
-            for ann_id in chosen:
+            for k, ann_id in enumerate(chosen):
                 rgb, m = self.instance(ann_id)
-                height = int(round(rng.uniform(self.cfg.min_scale, self.cfg.max_scale) * H))
-                width = max(1, round(m.shape[1] * height / m.shape[0]))
-                left = int(rng.integers(-width // 2, W - width // 2 + 1))
-                top = int(rng.integers(-height // 2, H - height // 2 + 1))
-                pasted = self.paste(flat[v], rgb, m, height, left, top, bool(rng.random() < 0.5))
+                if paths is None:
+                    (height, left, top), flip = self._placement(ann_id, rng, H, W), bool(rng.random() < 0.5)
+                else:
+                    (start, end, flip), t = paths[k], float(times.reshape(-1)[v])
+                    height, left, top = (int(round(a + t * (b - a))) for a, b in zip(start, end))
+                pasted = self.paste(flat[v], rgb, m, height, left, top, flip)
                 mask[v, 0] = torch.maximum(mask[v, 0], pasted.float())
         return flat.reshape(images.shape), mask.reshape(*lead, 1, H, W)
+
+    def _placement(self, ann_id: int, rng: np.random.Generator, H: int, W: int) -> tuple[int, int, int]:
+        """A random (height, left, top) of instance ``ann_id`` in an H x W image: its height a uniform fraction
+        of H in [min_scale, max_scale], at least half of it inside the image."""
+        m = self.instance(ann_id)[1]
+        height = int(round(rng.uniform(self.cfg.min_scale, self.cfg.max_scale) * H))
+        width = max(1, round(m.shape[1] * height / m.shape[0]))
+        left = int(rng.integers(-width // 2, W - width // 2 + 1))
+        top = int(rng.integers(-height // 2, H - height // 2 + 1))
+        return height, left, top

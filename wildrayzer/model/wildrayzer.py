@@ -99,7 +99,7 @@ class WildRayZerModel(nn.Module):
     def forward(self, images: Tensor, num_context: int, *, motion_probs: Tensor | None = None,
                 semantic_feats: Tensor | None = None, render_targets: bool = True, motion_all_views: bool = False,
                 apply_mae: bool | None = None, render_inputs: bool = False, cameras: dict | None = None,
-                mask_token_threshold: float | None = None) -> dict:
+                mask_token_threshold: float | None = None, camera_images: Tensor | None = None) -> dict:
         """images: (B, V, 3, H, W) in [0, 1], context views first, V = num_context + num_target, or V = num_context
         (cameras, masks and scene only; ``renders`` is None).
 
@@ -113,12 +113,20 @@ class WildRayZerModel(nn.Module):
         cameras: {"c2w": (B, V, 4, 4) in any world frame, "fxfycxcy": (B, V, 4) pixels} known cameras, required by a
         posed model (``model.cameras=given``) and used instead of the estimator's; they are normalised by
         :func:`normalize_given_c2w` (view 0 = I, farthest centre at 1), and ``out["cameras"]`` holds that frame.
+        camera_images: (B, V, 3, H, W) or None: the views the camera estimator reads instead of ``images`` (a training
+        augmentation: objects pasted into them alone teach it to ignore transients); None = ``images``.
         """
         b, v, _, h, w = images.shape
         vc = num_context
         self._check_views(v, vc)
         tokens = self.tokenizer(images)  # (B, V, N, D)
-        cameras = self._cameras(tokens, cameras, images)
+        if camera_images is None:
+            cameras = self._cameras(tokens, cameras, images)
+        else:
+            if camera_images.shape != images.shape:
+                raise ValueError(f"camera_images {tuple(camera_images.shape)} must match images "
+                                 f"{tuple(images.shape)}")
+            cameras = self._cameras(self.tokenizer(camera_images), cameras, camera_images)
         plucker = self.plucker(cameras["c2w"], cameras["fxfycxcy"], h, w)  # (B, V, 6, H, W)
         ctx_plucker_tokens = self.scene.plucker_embed(plucker[:, :vc])  # (B, Vc, N, D)
 

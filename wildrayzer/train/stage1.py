@@ -1,4 +1,5 @@
-"""Stage 1: self-supervised RayZer pretraining, and the helpers every stage shares (given cameras, the VGG loss)."""
+"""Stage 1: self-supervised RayZer pretraining, and the helpers every stage shares (given cameras, the VGG loss,
+copy-paste over a batch)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,35 @@ from .losses import rendering_loss
 
 
 class Stage1Pretrain:
-    """Self-supervised RayZer pretraining: render the targets, MSE + perceptual_weight x VGG perceptual."""
+    """Self-supervised RayZer pretraining: render the targets, MSE + perceptual_weight x VGG perceptual.
+
+    With ``training.camera_paste``, copy-paste cut-outs (``copy_paste.*``) are pasted into the views the camera
+    estimator reads, and only those: the scene encoder and the loss see the views as given, so the estimator learns
+    cameras that render the clean targets while objects move in its input (transient robustness)."""
 
     number = 1
 
     def __init__(self):
         self.perceptual = None
+        self.paster = None
 
     def setup(self, cfg, device: torch.device, log: Callable[[str], None]) -> None:
         self.perceptual = build_perceptual(cfg.training, device, log)
+        if cfg.training.camera_paste:
+            from ..data.copy_paste import CopyPaste
+
+            self.paster = CopyPaste(cfg.copy_paste, seed=cfg.training.seed)
+            log(f"stage 1: the camera estimator reads views with pasted cut-outs (probability "
+                f"{cfg.copy_paste.probability}) from {cfg.copy_paste.annotation_file} ({len(self.paster.ann_ids)} "
+                "instances)")
 
     def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
-        return model(batch["images"], cfg.model.num_context_views, cameras=given_cameras(batch, cfg))
+        images = batch["images"]
+        camera_images = None
+        if self.paster is not None:
+            camera_images = paste_batch(self.paster, images, batch.get("frame_idx"))[0]
+        return model(images, cfg.model.num_context_views, cameras=given_cameras(batch, cfg),
+                     camera_images=camera_images)
 
     def compute_losses(self, batch: dict, out: dict, cfg) -> tuple[Tensor, dict[str, Tensor]]:
         target = batch["images"][:, cfg.model.num_context_views:]  # (B, T, 3, H, W)
@@ -35,6 +53,27 @@ def given_cameras(batch: dict, cfg) -> dict | None:
     if cfg.model.cameras != "given":
         return None
     return {"c2w": batch["c2w"], "fxfycxcy": batch["fxfycxcy"]}
+
+
+def paste_batch(paster, images: Tensor, frame_idx: Tensor | None) -> tuple[Tensor, Tensor]:
+    """images: (B, V, 3, H, W), frame_idx: (B, V) the views' frame numbers -> (pasted images, paste masks (B, V, 1,
+    H, W)); ``paster`` a :class:`~wildrayzer.data.copy_paste.CopyPaste`; with ``copy_paste.motion=glide`` each
+    view's place on the pasted objects' paths is its frame number's place in the sample's span. Each sample's seed
+    comes from the torch RNG, which checkpoints restore: a resumed run pastes as an uninterrupted one."""
+    glide = paster.cfg.motion == "glide"
+    if glide and frame_idx is None:
+        raise ValueError("copy_paste.motion=glide needs the batch's frame_idx")
+    seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+    out, masks = [], []
+    for i in range(images.shape[0]):
+        times = None
+        if glide:
+            f = frame_idx[i].detach().cpu().double()
+            times = (f - f.min()) / (f.max() - f.min()).clamp(min=1)
+        x, m = paster(images[i].detach().cpu(), rng=seed + i, times=times)
+        out.append(x)
+        masks.append(m)
+    return torch.stack(out).to(images), torch.stack(masks).to(images)
 
 
 def build_perceptual(tcfg, device: torch.device, log: Callable[[str], None]):

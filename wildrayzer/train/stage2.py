@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .losses import mask_bce_loss
-from .stage1 import given_cameras
+from .stage1 import given_cameras, paste_batch
 
 
 def check_supervision(cfg) -> None:
@@ -74,17 +74,12 @@ class MotionStageBase:
                 f"stage {self.number}: pseudolabel.mask_token_threshold={threshold} unused (pseudolabel.mask_context "
                 "is off: the labeller masks no tokens)")
 
-    def paste(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
-        """images: (B, V, 3, H, W) -> pasted images and paste masks (B, V, 1, H, W), or (images, None)."""
+    def paste(self, images: Tensor, frame_idx: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """images: (B, V, 3, H, W), frame_idx: (B, V) -> pasted images and paste masks (B, V, 1, H, W), or (images,
+        None)."""
         if self.paster is None:
             return images, None
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # from the restored torch RNG: resumable
-        out, masks = [], []
-        for i in range(images.shape[0]):
-            x, m = self.paster(images[i].detach().cpu(), rng=seed + i)
-            out.append(x)
-            masks.append(m)
-        return torch.stack(out).to(images), torch.stack(masks).to(images)
+        return paste_batch(self.paster, images, frame_idx)
 
     def features(self, images: Tensor) -> Tensor:
         """images: (B, V, 3, H, W) -> (B, V, C, h, w) frozen semantic features."""
@@ -96,7 +91,7 @@ class MotionStageBase:
         """-> (context count, the batch's images, its given cameras or None, the images with pasted objects, the
         paste masks (B, V, 1, H, W) or None, the semantic features of the pasted images)."""
         original = batch["images"]
-        images, paste = self.paste(original)
+        images, paste = self.paste(original, batch.get("frame_idx"))
         return cfg.model.num_context_views, original, given_cameras(batch, cfg), images, paste, self.features(images)
 
     @torch.no_grad()
