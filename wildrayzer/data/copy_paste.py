@@ -1,9 +1,12 @@
-"""Copy-paste transients (stage 3): COCO instance cut-outs pasted onto context views with an exact paste mask.
+"""Copy-paste transients (stages 2-3; stage 1's camera views with ``training.camera_paste``): COCO instance cut-outs
+pasted onto views with an exact paste mask.
 
 Works on any COCO ``instances_*.json`` (polygon and RLE segmentations, via pycocotools): the real
 ``data/coco/train2014`` + ``annotations/instances_train2014.json`` or the embedded synthetic set. Crowd annotations
 and instances smaller than ``copy_paste.min_area`` pixels are ignored. Each pasted view gets the same chosen
-instances at independent random positions, scales and flips, so they behave like objects moving between views.
+instances at independent random positions, scales and flips, so they behave like objects moving between views
+(``copy_paste.motion=jump``), or, with ``glide``, each instance moves along a straight path through the sample's
+frames.
 """
 
 from __future__ import annotations

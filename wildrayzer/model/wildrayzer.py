@@ -113,8 +113,8 @@ class WildRayZerModel(nn.Module):
         cameras: {"c2w": (B, V, 4, 4) in any world frame, "fxfycxcy": (B, V, 4) pixels} known cameras, required by a
         posed model (``model.cameras=given``) and used instead of the estimator's; they are normalised by
         :func:`normalize_given_c2w` (view 0 = I, farthest centre at 1), and ``out["cameras"]`` holds that frame.
-        camera_images: (B, V, 3, H, W) or None: the views the camera estimator reads instead of ``images`` (a training
-        augmentation: objects pasted into them alone teach it to ignore transients); None = ``images``.
+        camera_images: (B, V, 3, H, W) or None: the views the camera estimator reads instead of ``images`` (for a
+        training augmentation that changes only them, ``training.camera_paste``); None = ``images``.
         """
         b, v, _, h, w = images.shape
         vc = num_context

@@ -15,8 +15,9 @@ class Stage1Pretrain:
     """Self-supervised RayZer pretraining: render the targets, MSE + perceptual_weight x VGG perceptual.
 
     With ``training.camera_paste``, copy-paste cut-outs (``copy_paste.*``) are pasted into the views the camera
-    estimator reads, and only those: the scene encoder and the loss see the views as given, so the estimator learns
-    cameras that render the clean targets while objects move in its input (transient robustness)."""
+    estimator reads, and only those: the scene encoder and the loss see the views as given, so the estimator is taught
+    the cameras that render the clean targets while objects move in its input (on the tiny model it learns to ignore
+    the cut-outs, not the benchmark's transients: benchmarks/RESULTS.md v2.7)."""
 
     number = 1
 
