@@ -128,12 +128,13 @@ def test_missing_or_foreign_files_raise(coco, tmp_path):
 
 
 def test_glide_moves_each_object_along_a_straight_path_through_the_views(coco):
-    cp = make(coco, "copy_paste.max_objects=1", "copy_paste.min_scale=0.3", "copy_paste.max_scale=0.3")
+    cp = make(coco, "copy_paste.max_objects=1", "copy_paste.min_scale=0.3", "copy_paste.max_scale=0.3",
+              "copy_paste.motion=glide")
     images = torch.full((5, 3, 64, 64), 0.5)
-    times = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    frames = torch.tensor([3, 5, 7, 9, 11])  # equally spaced: times 0, 0.25, ..., 1 on the paths
     moved = 0
     for seed in range(30):
-        _, mask = cp(images, rng=seed, force=True, times=times)
+        _, mask = cp(images, rng=seed, force=True, frame_idx=frames)
         area = mask.sum(dim=(1, 2, 3))
         if (area == 0).any():
             continue
@@ -145,10 +146,11 @@ def test_glide_moves_each_object_along_a_straight_path_through_the_views(coco):
         assert torch.allclose(step, step[0].expand_as(step), atol=1.5), (seed, centre)
         moved += int(step[0].norm() > 2)
     assert moved >= 3, "objects glide, they do not stand still"
-    # a view's place on the path is its time, not its index: the same times in another order, the same pastes
+    # a view's place on the path is its frame number, not its index: the same frames in another order, the same pastes
     order = torch.tensor([3, 0, 4, 1, 2])
-    a, ma = cp(images, rng=7, force=True, times=times)
-    b, mb = cp(images, rng=7, force=True, times=times[order])
+    a, ma = cp(images, rng=7, force=True, frame_idx=frames)
+    b, mb = cp(images, rng=7, force=True, frame_idx=frames[order])
     assert torch.equal(mb, ma[order]) and torch.equal(b, a[order])
-    with pytest.raises(ValueError, match="times"):
-        cp(images, rng=0, force=True, times=times[:3])
+    for bad in (frames[:3], None):
+        with pytest.raises(ValueError, match="glide needs one frame_idx per image"):
+            cp(images, rng=0, force=True, frame_idx=bad)

@@ -5,8 +5,6 @@ static model) and the motion head (labels, validity). Each test fails when the d
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -170,19 +168,12 @@ def flagging(seed) -> WildRayZerModel:
     return m
 
 
-class FakePaster:
-    """A CopyPaste stand-in (copy_paste.motion=jump) that pastes a white square on every view; -> (images, masks)."""
-
-    cfg = SimpleNamespace(motion="jump")
-
-    def __call__(self, images, rng=None, times=None):
-        out, mask = images.clone(), torch.zeros(images.shape[0], 1, *images.shape[-2:])
-        out[..., 4:12, 4:12] = 1.0
-        mask[..., 4:12, 4:12] = 1.0
-        return out, mask
-
-
-fake_paster = FakePaster()
+def fake_paster(images, rng=None, frame_idx=None):
+    """Pastes a white square on every view; -> (images, paste masks)."""
+    out, mask = images.clone(), torch.zeros(images.shape[0], 1, *images.shape[-2:])
+    out[..., 4:12, 4:12] = 1.0
+    mask[..., 4:12, 4:12] = 1.0
+    return out, mask
 
 
 @pytest.fixture

@@ -182,7 +182,8 @@ def test_stages_2_and_3_train_with_static_scenes_mixed_in(root, tmp_path, monkey
         assert latest_checkpoint(tmp_path / f"s{stage}") is not None
 
 
-def test_stage1_camera_paste_pastes_into_the_camera_views_only(root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("motion", ["jump", "glide"])
+def test_stage1_camera_paste_pastes_into_the_camera_views_only(root, tmp_path, monkeypatch, motion):
     seen = []
     forward = WildRayZerModel.forward
 
@@ -191,7 +192,8 @@ def test_stage1_camera_paste_pastes_into_the_camera_views_only(root, tmp_path, m
         return forward(self, images, num_context, **kw)
 
     monkeypatch.setattr(WildRayZerModel, "forward", spy)
-    train(stage_cfg(root, tmp_path, 1, ["training.camera_paste=true", "copy_paste.probability=1.0"]))
+    train(stage_cfg(root, tmp_path, 1, ["training.camera_paste=true", "copy_paste.probability=1.0",
+                                        f"copy_paste.motion={motion}"]))
     assert len(seen) == 2
     for images, camera_images in seen:
         assert camera_images is not None and camera_images.shape == images.shape

@@ -336,7 +336,7 @@ DECISIONS: list[Flip] = [
          "return model(images, cfg.model.num_context_views, cameras=given_cameras(batch, cfg),",
          "return model(images if camera_images is None else camera_images, cfg.model.num_context_views, "
          "cameras=given_cameras(batch, cfg),",
-         ("tests/test_train_stages_motion.py::test_stage1_camera_paste_pastes_into_the_camera_views_only",),
+         ("tests/test_train_stages_motion.py::test_stage1_camera_paste_pastes_into_the_camera_views_only[jump]",),
          "with training.camera_paste, stage 1 pastes cut-outs into the camera estimator's views only; the scene "
          "encoder and the loss see the views as given",
          "the estimator must give the cameras that render the clean targets while objects move in its input; "

@@ -109,22 +109,27 @@ class CopyPaste:
         return pasted
 
     def __call__(self, images: Tensor, rng: np.random.Generator | int | None = None,
-                 force: bool = False, times: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                 force: bool = False, frame_idx: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """images: (..., 3, H, W) in [0, 1] (e.g. the context views of one sample, (Vc, 3, H, W)).
 
         With probability ``copy_paste.probability`` (always when ``force``) choose 1..max_objects instances and paste
-        them onto every image: at independent random positions/scales/flips, or, with ``times`` (one per image, in
-        [0, 1]: where the image lies in the sample's frame span), each instance glides along a straight path,
-        position and scale interpolated between two random draws by the image's time (``copy_paste.motion=glide``:
-        an object moving through the views, as a walking person does). -> (new images, paste mask (..., 1, H, W)
-        float32 in {0, 1}); the input is not modified."""
+        them onto every image: at independent random positions/scales/flips (``copy_paste.motion=jump``), or
+        (``glide``: an object moving through the views, as a walking person does) each instance along a straight
+        path, position and scale interpolated between two random draws by the image's place in the sample's frame
+        span, from ``frame_idx`` (..., the images' frame numbers; jump ignores it). -> (new images, paste mask
+        (..., 1, H, W) float32 in {0, 1}); the input is not modified."""
         if isinstance(rng, int) or rng is None:
             rng = self.rng if rng is None else np.random.default_rng(rng)
         lead, (H, W) = images.shape[:-3], images.shape[-2:]
         flat = images.reshape(-1, 3, H, W).clone()
         mask = torch.zeros(flat.shape[0], 1, H, W, dtype=torch.float32)
-        if times is not None and times.numel() != flat.shape[0]:
-            raise ValueError(f"copy-paste: {times.numel()} times for {flat.shape[0]} images")
+        times = None
+        if self.cfg.motion == "glide":
+            if frame_idx is None or frame_idx.numel() != flat.shape[0]:
+                got = "none" if frame_idx is None else frame_idx.numel()
+                raise ValueError(f"copy_paste.motion=glide needs one frame_idx per image: {got} for {flat.shape[0]}")
+            f = frame_idx.detach().cpu().reshape(-1).double()
+            times = (f - f.min()) / (f.max() - f.min()).clamp(min=1)  # (N,) in [0, 1]
         if not force and rng.random() >= self.cfg.probability:
             return flat.reshape(images.shape), mask.reshape(*lead, 1, H, W)
         count = int(rng.integers(1, max(1, self.cfg.max_objects) + 1))
@@ -137,7 +142,7 @@ class CopyPaste:
                 if paths is None:
                     (height, left, top), flip = self._placement(ann_id, rng, H, W), bool(rng.random() < 0.5)
                 else:
-                    (start, end, flip), t = paths[k], float(times.reshape(-1)[v])
+                    (start, end, flip), t = paths[k], float(times[v])
                     height, left, top = (int(round(a + t * (b - a))) for a, b in zip(start, end))
                 pasted = self.paste(flat[v], rgb, m, height, left, top, flip)
                 mask[v, 0] = torch.maximum(mask[v, 0], pasted.float())

@@ -57,21 +57,14 @@ def given_cameras(batch: dict, cfg) -> dict | None:
 
 
 def paste_batch(paster, images: Tensor, frame_idx: Tensor | None) -> tuple[Tensor, Tensor]:
-    """images: (B, V, 3, H, W), frame_idx: (B, V) the views' frame numbers -> (pasted images, paste masks (B, V, 1,
-    H, W)); ``paster`` a :class:`~wildrayzer.data.copy_paste.CopyPaste`; with ``copy_paste.motion=glide`` each
-    view's place on the pasted objects' paths is its frame number's place in the sample's span. Each sample's seed
-    comes from the torch RNG, which checkpoints restore: a resumed run pastes as an uninterrupted one."""
-    glide = paster.cfg.motion == "glide"
-    if glide and frame_idx is None:
-        raise ValueError("copy_paste.motion=glide needs the batch's frame_idx")
+    """images: (B, V, 3, H, W), frame_idx: (B, V) the views' frame numbers (what ``copy_paste.motion=glide`` places
+    the objects by) -> (pasted images, paste masks (B, V, 1, H, W)); ``paster`` a
+    :class:`~wildrayzer.data.copy_paste.CopyPaste`. Each sample's seed comes from the torch RNG, which checkpoints
+    restore: a resumed run pastes as an uninterrupted one."""
     seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
     out, masks = [], []
     for i in range(images.shape[0]):
-        times = None
-        if glide:
-            f = frame_idx[i].detach().cpu().double()
-            times = (f - f.min()) / (f.max() - f.min()).clamp(min=1)
-        x, m = paster(images[i].detach().cpu(), rng=seed + i, times=times)
+        x, m = paster(images[i].detach().cpu(), rng=seed + i, frame_idx=None if frame_idx is None else frame_idx[i])
         out.append(x)
         masks.append(m)
     return torch.stack(out).to(images), torch.stack(masks).to(images)
