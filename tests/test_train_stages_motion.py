@@ -206,3 +206,33 @@ def test_stage1_camera_paste_pastes_into_the_camera_views_only(root, tmp_path, m
 def test_camera_paste_needs_a_stage1_model_that_predicts_cameras(root, tmp_path, extra, why):
     with pytest.raises(ConfigError, match=f"camera_paste.*{why}"):
         stage_cfg(root, tmp_path, 1, ["training.camera_paste=true", *extra])
+
+
+def test_a_posed_labeller_renders_the_labels_with_the_datasets_cameras(root, tmp_path, monkeypatch):
+    """pseudolabel.stage1_checkpoint naming a posed model (model.cameras=given): stages 2 and 3 of a model that
+    predicts its cameras are labelled by that frozen model's renders, which get the batch's cameras; stage 2 no
+    longer labels with its own renders. A labeller of other views is refused at setup."""
+    train(stage_cfg(root, tmp_path, 1, ["model.cameras=given", "training.run_name=posed"]))
+    train(stage_cfg(root, tmp_path, 1))
+    calls = []
+    forward = WildRayZerModel.forward
+
+    def spy(self, images, num_context, **kw):
+        calls.append((self.camera is None, kw.get("cameras")))
+        return forward(self, images, num_context, **kw)
+
+    monkeypatch.setattr(WildRayZerModel, "forward", spy)
+    labeller = [f"pseudolabel.stage1_checkpoint={tmp_path / 'posed'}"]
+    for stage in (2, 3):
+        calls.clear()
+        train(stage_cfg(root, tmp_path, stage, labeller))
+        posed = [cams for is_posed, cams in calls if is_posed]
+        assert len(posed) == 2, (stage, len(calls))  # one labelling render per step, by the posed model
+        assert all(cams is not None and cams["c2w"].shape[-2:] == (4, 4) for cams in posed)
+        assert all(cams is None for is_posed, cams in calls if not is_posed)  # the trained model predicts
+        assert latest_checkpoint(tmp_path / f"s{stage}") is not None
+    s2, s1 = weights(tmp_path / "s2"), weights(tmp_path / "s1")
+    assert all(torch.equal(s2[k], s1[k]) for k in s1)  # the trained model's static parts stay frozen in stage 2
+    other = stage_cfg(root, tmp_path, 2, [*labeller, "model.num_target_views=3"])
+    with pytest.raises(ConfigError, match="num_target_views=6, this run has 3.*same views"):
+        get_stage(2).setup(other, torch.device("cpu"), lambda m: None)

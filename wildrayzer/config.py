@@ -194,7 +194,9 @@ class PseudoLabelConfig:
     grabcut_iters: int = 3
     # Scenes of a batch labelled in parallel threads (OpenCV and torch release the GIL): 0 = min(batch, CPU cores).
     workers: int = 0
-    stage1_checkpoint: str = ""  # frozen static model used to render targets
+    # The frozen static model whose renders make the labels: stage 3 (else training.init_from) and, when set, stage 2
+    # (else the model itself). A posed one (model.cameras=given) renders with the dataset's cameras.
+    stage1_checkpoint: str = ""
     # The labeller's static render masks the context tokens its own motion head flags (MAE, as at inference): a
     # second labelling round, for a labeller whose renderer was trained with token masking (a stage-3 run).
     mask_context: bool = False

@@ -1,7 +1,9 @@
 """Stage 2: the stage-1 model is frozen; only the motion-mask estimator trains, against pseudo-motion masks.
 
 Per batch: the frozen model renders the targets (static scene from the context views; no token masking, except in
-a second labelling round, ``pseudolabel.mask_context``, where the context tokens the head flags are masked); the
+a second labelling round, ``pseudolabel.mask_context``, where the context tokens the head flags are masked). The
+labeller is the model itself, or the frozen model ``pseudolabel.stage1_checkpoint`` names (a posed one renders with
+the dataset's cameras, though the trained model predicts its own: :meth:`MotionStageBase.labeller_cameras`); the
 pseudo-mask constructor compares renders and photos (semantic + SSIM dissimilarity, co-segmentation, GrabCut) and
 the estimator, run over all views, is supervised by BCE on the targets, skipping targets whose static render is too
 poor to trust (``training.psnr_filter_threshold``). Copy-paste masks (when ``copy_paste.enabled``) join the targets'
@@ -42,6 +44,7 @@ class MotionStageBase:
     def __init__(self):
         self.semantic = None
         self.paster = None
+        self.static_model = None  # a frozen labeller of its own (stage 3; stage 2 with pseudolabel.stage1_checkpoint)
         self.mask_weight = 1.0
         self.pos_weight = 1.0
 
@@ -73,6 +76,35 @@ class MotionStageBase:
                 if cfg.pseudolabel.mask_context else
                 f"stage {self.number}: pseudolabel.mask_token_threshold={threshold} unused (pseudolabel.mask_context "
                 "is off: the labeller masks no tokens)")
+
+    def load_labeller(self, src: str, cfg, device: torch.device, log: Callable[[str], None]) -> None:
+        """Load the frozen static model whose renders make the pseudo-labels from ``src`` (a run dir or weights
+        file). A posed labeller (``model.cameras=given``) renders with the dataset's cameras whatever the trained
+        model does; it must read the trained model's views (count and size)."""
+        from ..weights import load_model_checkpoint
+
+        loaded = load_model_checkpoint(src)
+        if cfg.pseudolabel.mask_context and loaded.model.motion is None:
+            raise ConfigError(f"pseudolabel.mask_context=true needs a static model with a motion head; "
+                              f"{loaded.path} has none (point pseudolabel.stage1_checkpoint at a stage-2 or "
+                              "stage-3 run)")
+        for key in ("image_size", "num_context_views", "num_target_views"):
+            mine, theirs = getattr(cfg.model, key), getattr(loaded.config.model, key)
+            if mine != theirs:
+                raise ConfigError(f"the labeller {loaded.path} was trained with model.{key}={theirs}, this run has "
+                                  f"{mine}: label with a model of the same views")
+        self.static_model = loaded.model.to(device).eval().requires_grad_(False)
+        posed = self.static_model.camera is None
+        log(f"stage {self.number}: pseudo-labels rendered by the frozen static model {loaded.path}"
+            + (" with the dataset's cameras (posed)" if posed else "")
+            + (", its moving context tokens masked" if cfg.pseudolabel.mask_context else ""))
+
+    def labeller_cameras(self, batch: dict, cams: dict | None) -> dict | None:
+        """The cameras the separate labeller renders with: the batch's own for a posed labeller, else ``cams``
+        (the trained model's: None when it predicts them)."""
+        if self.static_model is not None and self.static_model.camera is None:
+            return {"c2w": batch["c2w"], "fxfycxcy": batch["fxfycxcy"]}
+        return cams
 
     def paste(self, images: Tensor, frame_idx: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """images: (B, V, 3, H, W), frame_idx: (B, V) -> pasted images and paste masks (B, V, 1, H, W), or (images,
@@ -175,10 +207,17 @@ class MotionStageBase:
 class Stage2MotionMask(MotionStageBase):
     number = 2
 
+    def setup(self, cfg, device: torch.device, log: Callable[[str], None]) -> None:
+        super().setup(cfg, device, log)
+        if cfg.model.use_dinov3_pseudolabel and cfg.pseudolabel.stage1_checkpoint:
+            self.load_labeller(cfg.pseudolabel.stage1_checkpoint, cfg, device, log)
+
     def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
         vc, original, cams, images, paste, feats = self.inputs(batch, cfg)
-        # the model's own renders are the labels' when nothing was pasted, masked or reordered
-        plain = not cfg.pseudolabel.mask_context and cfg.pseudolabel.render_from == "context"
+        # the model's own renders are the labels' when nothing was pasted, masked or reordered and no other model
+        # labels (pseudolabel.stage1_checkpoint)
+        plain = (not cfg.pseudolabel.mask_context and cfg.pseudolabel.render_from == "context"
+                 and self.static_model is None)
         out = model(images, vc, semantic_feats=feats, motion_all_views=True, apply_mae=False,
                     render_targets=paste is None and plain, cameras=cams)
         static_renders = None
@@ -186,7 +225,9 @@ class Stage2MotionMask(MotionStageBase):
             if paste is None and plain:
                 static_renders = out["renders"].detach()
             else:
-                static_renders = self.labeller_renders(model, original, cams, batch, cfg)
+                labeller = model if self.static_model is None else self.static_model
+                labeller_cams = self.labeller_cameras(batch, cams)
+                static_renders = self.labeller_renders(labeller, original, labeller_cams, batch, cfg)
         labelled = dict(batch, images=images, paste_masks=paste) if paste is not None else batch
         out["mask_labels"], out["mask_valid"] = self.labels(static_renders, labelled, cfg, feats)
         return out

@@ -26,33 +26,24 @@ class Stage3JointCopyPaste(MotionStageBase):
 
     def __init__(self):
         super().__init__()
-        self.static_model = None
         self.perceptual = None
 
     def setup(self, cfg, device: torch.device, log: Callable[[str], None]) -> None:
         super().setup(cfg, device, log)
         self.perceptual = build_perceptual(cfg.training, device, log)
         if cfg.model.use_dinov3_pseudolabel:
-            from ..weights import load_model_checkpoint
-
             src = cfg.pseudolabel.stage1_checkpoint or cfg.training.init_from
             if not src:
                 raise ConfigError("stage 3 pseudo-labels need a frozen static model: set pseudolabel.stage1_checkpoint "
                                   "or training.init_from (the stage-2 run)")
-            loaded = load_model_checkpoint(src)
-            if cfg.pseudolabel.mask_context and loaded.model.motion is None:
-                raise ConfigError(f"pseudolabel.mask_context=true needs a static model with a motion head; "
-                                  f"{loaded.path} has none (point pseudolabel.stage1_checkpoint at a stage-2 or "
-                                  "stage-3 run)")
-            self.static_model = loaded.model.to(device).eval().requires_grad_(False)
-            log(f"stage 3: pseudo-labels rendered by the frozen static model {loaded.path}"
-                + (", its moving context tokens masked" if cfg.pseudolabel.mask_context else ""))
+            self.load_labeller(src, cfg, device, log)
 
     def forward(self, model: nn.Module, batch: dict, cfg) -> dict:
         vc, original, cams, images, paste, feats = self.inputs(batch, cfg)
         static_renders = None
         if self.static_model is not None:
-            static_renders = self.labeller_renders(self.static_model, original, cams, batch, cfg)
+            labeller_cams = self.labeller_cameras(batch, cams)
+            static_renders = self.labeller_renders(self.static_model, original, labeller_cams, batch, cfg)
         labelled = dict(batch, images=images, paste_masks=paste) if paste is not None else batch
         out = model(images, vc, semantic_feats=feats, motion_all_views=True, cameras=cams)
         labels, valid = self.labels(static_renders, labelled, cfg, feats)
