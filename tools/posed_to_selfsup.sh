@@ -13,22 +13,29 @@
 #   2. the estimator alone against the frozen rest, targets shuffled, rendering loss only: S_CAM steps (batch 8, lr
 #      1e-3); with S_CAM_B > 0 (v1.5: S_CAM_B=3000 SHIFT_CUE=0 S_POSED=4500 S_POSED_B=0) a second run of that many
 #      steps from the first's weights with a fresh optimiser and schedule;
-#   3. every part jointly, rendering loss only, S_JOINT steps at lr 3e-4. No dataset camera is used after step 0.
+#   3. every part jointly, rendering loss only, S_JOINT steps at lr 3e-4. No dataset camera reaches the model after
+#      step 0 (phase 4's labeller reads them; the model trained never does);
 #      Phases 1-3 roll back when the training loss jumps (training.rollback_db=ROLLBACK_DB, 3 dB; 0 = off): seed 1
 #      collapsed in phase 2 without it (benchmarks/RESULTS.md v1.7, v1.9);
 #   4. with EXPORT_DIR: stages 2-3 in two labelling rounds as shipped since v1.1 (`wildrayzer schedule --stage1-from`,
-#      S2 / S3 steps on data/synthetic_192), exported to EXPORT_DIR.
+#      S2 / S3 steps on data/synthetic_192, S3_LATE for the second round's stage 3), exported to EXPORT_DIR. With
+#      LABELLER=posed (since v2.8) the posed model of phase 0 makes the pseudo-labels of both rounds, rendering with
+#      the dataset's cameras (`pseudolabel.stage1_checkpoint`; RESULTS v2.8: the labels are camera-limited); with
+#      LABELLER=own the model labels itself (stage 2) or its stage-2 run does (stage 3), the second round masking the
+#      context tokens its head flags, as v1.1-v2.6 did.
 # On the 2-core CPU (v2.6, the defaults): phase 0 110 min, 2 21, 3 9, 4 26 (2 h 46 min; 56 min from POSED).
 #
 #   DEVICE=cuda bash tools/posed_to_selfsup.sh [OUT_DIR [EXPORT_DIR]]     # e.g. OUT_DIR checkpoints/wildrayzer_tiny_2view
 #   POSED=checkpoints/wildrayzer_tiny_2view_parts/posed bash tools/posed_to_selfsup.sh OUT EXPORT   # phase 0 as committed
-#   S_POSED=12000 S_POSED_B=0 S_CAM=3000 S_CAM_B=0 SHIFT_CUE=1 S_JOINT=1500 S2=300 S3=600
-#   DATA=data/synthetic_1536/re10k_processed_v2 THREADS=2 SEED=42 ROLLBACK_DB=3 AMP=bf16 COMPILE=1 PRELOAD=1
+#   S_POSED=12000 S_POSED_B=0 S_CAM=3000 S_CAM_B=0 SHIFT_CUE=1 S_JOINT=1500 S2=300 S3=600 S3_LATE=1200 LABELLER=posed
+#   DATA=data/synthetic_1536/re10k_processed_v2 THREADS=2 SEED=42 ROLLBACK_DB=3 AMP=(see below) COMPILE=1 PRELOAD=1
 #   CKPT_EVERY=250
 #   (defaults; SEED is training.seed of every phase: the fresh estimator's initialisation and the data order;
-#   AMP is training.amp of every phase: bf16 makes the posed phase 1.5x faster on a CPU with bf16 matmul units
-#   (amx_bf16 in /proc/cpuinfo; `wildrayzer bench amp`, RESULTS v2.5) and is CUDA's own choice; on a CPU without
-#   them AMP=auto (fp32 there, as v2.4 and earlier were made) can be the faster one.
+#   AMP is training.amp of every phase; by default bf16 where it pays and auto (fp32 on a CPU) elsewhere. bf16 makes
+#   the posed phase 1.5x faster on a CPU with bf16 matmul units (amx_bf16 in /proc/cpuinfo; `wildrayzer bench amp`,
+#   RESULTS v2.5) and is CUDA's own choice (DEVICE=cuda); on a CPU without them it is emulated and 5-8x slower than
+#   fp32 (an AMD EPYC without AVX-512: stage 3 at 0.18 against 1.4 steps/s, RESULTS v2.8), so the default there is
+#   auto, as v2.4 and earlier were made.
 #   COMPILE=1 runs the posed and joint phases under torch.compile (training.compile=true; about a minute to compile
 #   at each start, and a C++ compiler on a CPU; the estimator phase is slower compiled, so it stays eager); PRELOAD=1
 #   decodes the training frames once into memory for every stage-1 phase (data.preload=true data.num_workers=0;
@@ -50,10 +57,16 @@ SHIFT_CUE=${SHIFT_CUE:-1}
 S_JOINT=${S_JOINT:-1500}
 S2=${S2:-300}
 S3=${S3:-600}
+S3_LATE=${S3_LATE:-1200}
+LABELLER=${LABELLER:-posed}
+case $LABELLER in posed | own) ;; *) echo "error: LABELLER must be posed or own, got '$LABELLER'" >&2; exit 2 ;; esac
 DATA=${DATA:-data/synthetic_1536/re10k_processed_v2}
 SEED=${SEED:-42}
 ROLLBACK_DB=${ROLLBACK_DB:-3}
-AMP=${AMP:-bf16}
+if [ -z "${AMP:-}" ]; then  # bf16 on CUDA or a CPU with bf16 matmul units, else fp32
+  AMP=auto
+  if [ "$DEVICE" != cpu ] || grep -qs amx_bf16 /proc/cpuinfo; then AMP=bf16; fi
+fi
 COMPILE=${COMPILE:-1}
 CKPT_EVERY=${CKPT_EVERY:-250}
 PRELOAD=${PRELOAD:-1}
@@ -126,6 +139,12 @@ ROUNDS=2
 STATIC_DIR=data/synthetic_192/re10k_processed_v2
 # shellcheck source=tools/later_rounds.sh
 source tools/later_rounds.sh  # LATER_ROUNDS
+LABELS=(--stage-override 3:2 training.max_steps="$S3_LATE")
+if [ "$LABELLER" = posed ]; then
+  LABELS+=(--stage-override 2 pseudolabel.stage1_checkpoint="$POSED" --stage-override 3
+           pseudolabel.stage1_checkpoint="$POSED" --stage-override 2:2 pseudolabel.mask_context=false
+           --stage-override 3:2 pseudolabel.mask_context=false)
+fi
 $PY -m wildrayzer schedule --out "$OUT/stages23" --train-scenes 192 --steps 1 "$S2" "$S3" --label-rounds "$ROUNDS" \
   --stage1-from "$OUT/joint" --export "$EXPORT" --stage-override 3 training.ema_decay=0.99 "${LATER_ROUNDS[@]}" \
-  model.camera_query=own_view "$CUE" "${COMMON[@]}" 2>&1 | tee -a "$OUT/stages23.log"
+  "${LABELS[@]}" model.camera_query=own_view "$CUE" "${COMMON[@]}" 2>&1 | tee -a "$OUT/stages23.log"
