@@ -61,14 +61,14 @@ def test_stage_1_started_from_the_committed_posed_part():
 
 def test_readme_results_table_is_the_committed_quality_json():
     """README's Results table is what `bench quality` printed for the shipped model and its parts
-    (benchmarks/quality_tiny_2view_v26.json), so that neither drifts from the other."""
+    (benchmarks/quality_tiny_2view_v28.json), so that neither drifts from the other."""
     import json
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("\n## Results"):readme.index("Headlines:", readme.index("\n## Results"))]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
             if line.startswith("| ") and not line.startswith("| model ")]
-    data = json.loads((REPO / "benchmarks/quality_tiny_2view_v26.json").read_text(encoding="utf-8"))
+    data = json.loads((REPO / "benchmarks/quality_tiny_2view_v28.json").read_text(encoding="utf-8"))
     assert data["models"]["2"]["stage3"] == "checkpoints/wildrayzer_tiny_2view"
     metrics = {(r["model"], r["split"]): r["metrics"] for r in data["rows"]}
     assert len(rows) == len(metrics) == 14

@@ -32,8 +32,8 @@ def main(argv: list[str]) -> int:
     if model_path == str(default.inference.model_path) and not Path(model_path).exists():
         raise CheckpointError(f"the shipped tiny checkpoint {model_path} is missing; restore it (git checkout -- "
                               f"{model_path}), retrain it from its committed posed start with `POSED={PARTS}/posed "
-                              f"bash tools/posed_to_selfsup.sh OUT_DIR {model_path}` (56 min on 2 CPU cores; "
-                              "benchmarks/RESULTS.md v2.6) or "
+                              f"bash tools/posed_to_selfsup.sh OUT_DIR {model_path}` (about an hour on 2 CPU cores; "
+                              "benchmarks/RESULTS.md v2.6, v2.8) or "
                               "pass inference.model_path=<pretrained dir or run dir>")
     summary = run_inference(cfg)
     print(f"quickstart finished in {time.time() - t0:.0f} s: {summary.get('num_scenes', 0)} scenes, results in "
