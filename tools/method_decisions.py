@@ -524,7 +524,7 @@ DECISIONS: list[Flip] = [
          "stage 2 labels with the frozen model that pseudolabel.stage1_checkpoint names, else its own renders",
          "a labeller other than the trained model (e.g. a posed one) must not be silently ignored"),
     Flip("posed-labeller-given-cameras", STAGES, "wildrayzer/train/stage2.py",
-         'return {"c2w": batch["c2w"], "fxfycxcy": batch["fxfycxcy"]}', "return cams",
+         "return batch_cameras(batch)", "return cams",
          ("tests/test_train_stages_motion.py::test_a_posed_labeller_renders_the_labels_with_the_datasets_cameras",),
          "a posed labeller (model.cameras=given) renders with the batch's cameras, whatever the trained model does",
          "its renderer was trained on them; with the dataset's cameras the first-round labels reach 0.40 pooled IoU "

@@ -49,11 +49,16 @@ class Stage1Pretrain:
                               perceptual_weight=cfg.training.perceptual_weight)
 
 
+def batch_cameras(batch: dict) -> dict:
+    """The batch's dataset cameras as a posed model takes them: {"c2w": (B, V, 4, 4), "fxfycxcy": (B, V, 4)}."""
+    return {"c2w": batch["c2w"], "fxfycxcy": batch["fxfycxcy"]}
+
+
 def given_cameras(batch: dict, cfg) -> dict | None:
     """The batch's cameras for a posed model (``model.cameras=given``), else None (the model predicts them)."""
     if cfg.model.cameras != "given":
         return None
-    return {"c2w": batch["c2w"], "fxfycxcy": batch["fxfycxcy"]}
+    return batch_cameras(batch)
 
 
 def paste_batch(paster, images: Tensor, frame_idx: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .losses import mask_bce_loss
-from .stage1 import given_cameras, paste_batch
+from .stage1 import batch_cameras, given_cameras, paste_batch
 
 
 def check_supervision(cfg) -> None:
@@ -103,7 +103,7 @@ class MotionStageBase:
         """The cameras the separate labeller renders with: the batch's own for a posed labeller, else ``cams``
         (the trained model's: None when it predicts them)."""
         if self.static_model is not None and self.static_model.camera is None:
-            return {"c2w": batch["c2w"], "fxfycxcy": batch["fxfycxcy"]}
+            return batch_cameras(batch)
         return cams
 
     def paste(self, images: Tensor, frame_idx: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
